@@ -1,0 +1,1 @@
+"""Frozen, differentiable perception models FICE's objective looks through (DensePose, segmenter, CLIP)."""

@@ -1,0 +1,19 @@
+"""Shared pytest configuration: markers and a deterministic CPU setup."""
+
+import pytest
+import torch
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: long-running test; deselect with -m 'not slow'")
+    config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped without one")
+    config.addinivalue_line("markers", "nvcc: builds CUDA sources; skipped without nvcc")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device (none available)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
