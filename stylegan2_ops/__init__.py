@@ -4,6 +4,7 @@ The CUDA kernels are compiled on first use (never at import) with torch.utils.cp
 ninja; `python -m stylegan2_ops build` compiles them ahead of time.
 """
 
+from ._dispatch import default_impl
 from .bias_act import activation_funcs, bias_act, bias_act_ref
 from .upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upfirdn2d_ref, upsample2d
 
@@ -11,6 +12,7 @@ __all__ = [
     "activation_funcs",
     "bias_act",
     "bias_act_ref",
+    "default_impl",
     "downsample2d",
     "filter2d",
     "setup_filter",

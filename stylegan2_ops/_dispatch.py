@@ -1,10 +1,32 @@
-"""Choosing between the CUDA kernels and the reference path for one call ('auto' | 'cuda' | 'ref')."""
+"""Choosing between the CUDA kernels and the reference path for one call ('auto' | 'cuda' | 'ref').
+
+`default_impl(...)` overrides what 'auto' means inside a `with` block (e.g. to time the reference
+path of a whole network against the kernels); explicit 'cuda'/'ref' arguments are unaffected.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
 
 import torch
 
 IMPLS = ("auto", "cuda", "ref")
+
+_auto_means: contextvars.ContextVar[str] = contextvars.ContextVar("stylegan2_ops_auto_means", default="auto")
+
+
+@contextlib.contextmanager
+def default_impl(impl: str) -> Iterator[None]:
+    """Within the block, calls with impl='auto' behave as `impl` ('auto', 'cuda' or 'ref')."""
+    if impl not in IMPLS:
+        raise ValueError(f"default_impl: impl must be one of {IMPLS}, got {impl!r}")
+    token = _auto_means.set(impl)
+    try:
+        yield
+    finally:
+        _auto_means.reset(token)
 
 
 def use_cuda(x: torch.Tensor, impl: str, op: str) -> bool:
@@ -16,6 +38,8 @@ def use_cuda(x: torch.Tensor, impl: str, op: str) -> bool:
     """
     if impl not in IMPLS:
         raise ValueError(f"{op}: impl must be one of {IMPLS}, got {impl!r}")
+    if impl == "auto":
+        impl = _auto_means.get()
     if impl == "ref":
         return False
     if not x.is_cuda:
