@@ -162,9 +162,11 @@ def upfirdn2d(
     """
     from . import _dispatch
 
-    if f is not None and _dispatch.use_cuda(x, impl, "upfirdn2d"):
+    if _dispatch.use_cuda(x, impl, "upfirdn2d"):
         from ._upfirdn2d_cuda import upfirdn2d_cuda
 
+        if f is None:
+            f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
         _check_args(x, f)
         return upfirdn2d_cuda(x, f, _parse_scaling(up), _parse_scaling(down), _parse_padding(padding), flip_filter, gain)
     return upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
