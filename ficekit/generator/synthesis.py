@@ -387,3 +387,13 @@ class Generator(torch.nn.Module):
     ) -> torch.Tensor:
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, **synthesis_kwargs)
+
+
+def to_01(img: torch.Tensor) -> torch.Tensor:
+    """Generator output (NVlabs convention, nominally [-1, 1]) to ficekit's [0, 1] images, unclamped as FICE does."""
+    return img * 0.5 + 0.5
+
+
+def synthesize_01(G: Generator, ws: torch.Tensor) -> torch.Tensor:
+    """G(W+) as [N, 3, H, W] in [0, 1] the way FICE renders during editing: const noise, float32."""
+    return to_01(G.synthesis(ws, noise_mode="const", force_fp32=True))
