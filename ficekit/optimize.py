@@ -1,0 +1,265 @@
+"""The W+ optimisation loop: Adam on the latent, a learning-rate schedule, callbacks and a progress bar.
+
+FICE (trainer.py, commit 7354216) runs `for i in range(n_iters + 1)`: render G(w), evaluate the objective,
+backward, Adam step — 501 steps for n_iters = 500 — and returns the image rendered in the last step, i.e.
+G of the latent after 500 updates. `fice_final_step=True` does the same; the last step's backward and
+update are skipped because nothing depends on them (FICE computes and discards them), so the returned ws
+and image are FICE's. The generator and the objective's models stay frozen: gradients go to ws only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ficekit.generator import synthesize_01
+from ficekit.objective import EditTargets, Objective
+from ficekit.shapes import check_shape
+
+logger = logging.getLogger(__name__)
+
+SCHEDULES = ("constant", "cosine", "rampdown")
+
+
+@dataclass
+class OptimizeConfig:
+    """Settings of the W+ loop (defaults: FICE's)."""
+
+    iterations: int = 500  # Adam updates of ws (FICE: 500)
+    lr: float = 0.05  # base learning rate (FICE: 0.05)
+    schedule: str = "constant"  # 'constant' (FICE), 'cosine' or 'rampdown' (NVlabs projector); see learning_rate
+    rampdown: float = 0.25  # 'rampdown': fraction of the run over which the rate falls to 0 (NVlabs: 0.25)
+    rampup: float = 0.05  # 'rampdown': fraction of the run over which the rate rises from 0 (NVlabs: 0.05)
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam betas (FICE: torch defaults)
+    seed: int | None = 0  # seeds torch (CPU and ws's CUDA device) inside the run; None = leave the RNG alone
+    fice_final_step: bool = True  # iterations + 1 steps as FICE, the last one only rendering and scoring
+
+    def __post_init__(self) -> None:
+        if self.iterations < 0:
+            raise ValueError(f"iterations: expected >= 0, got {self.iterations}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: expected > 0, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule: unknown {self.schedule!r}; expected one of {list(SCHEDULES)}")
+        if not (0 < self.rampdown <= 1 and 0 <= self.rampup <= 1):
+            raise ValueError(f"rampdown must be in (0, 1] and rampup in [0, 1], got {self.rampdown}, {self.rampup}")
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+
+    @property
+    def steps(self) -> int:
+        """Number of loop steps: iterations + 1 with fice_final_step, else iterations."""
+        return self.iterations + 1 if self.fice_final_step else self.iterations
+
+
+def learning_rate(config: OptimizeConfig, step: int) -> float:
+    """Learning rate of `step` (0-based), with t = step / iterations:
+
+    constant: lr.
+    cosine:   lr · ½(1 + cos(π t)).
+    rampdown: NVlabs projector.py: r = min(1, (1 − t)/rampdown); lr · ½(1 − cos(π r)) · min(1, t/rampup)
+              (rampup 0 = no ramp-up). The rate is 0 at step 0 when rampup > 0, as in NVlabs.
+    """
+    if config.schedule == "constant" or config.iterations == 0:
+        return config.lr
+    t = step / config.iterations
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * t))
+    ramp = min(1.0, (1.0 - t) / config.rampdown)
+    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+    if config.rampup > 0:
+        ramp = ramp * min(1.0, t / config.rampup)
+    return config.lr * ramp
+
+
+# ---------------------------------------------------------------------------------------------------
+# Callbacks.
+
+
+class Callback(Protocol):
+    """Called after each step's forward: ws [N,num_ws,w_dim] (detached copy) produced `generated`
+    [N,3,H,W] in [0,1] (detached), with losses = weighted term values and 'total' as floats."""
+
+    def __call__(self, step: int, ws: torch.Tensor, generated: torch.Tensor, losses: dict[str, float]) -> None: ...
+
+
+class SnapshotCallback:
+    """Calls fn(step, ws, generated, losses) on every step divisible by `every` (0, every, 2·every, ...)."""
+
+    def __init__(
+        self,
+        every: int,  # interval in steps, >= 1
+        fn: Callable[[int, torch.Tensor, torch.Tensor, dict[str, float]], None],  # e.g. saves generated
+    ) -> None:
+        if every < 1:
+            raise ValueError(f"every: expected >= 1, got {every}")
+        self.every = every
+        self.fn = fn
+
+    def __call__(self, step: int, ws: torch.Tensor, generated: torch.Tensor, losses: dict[str, float]) -> None:
+        if step % self.every == 0:
+            self.fn(step, ws, generated, losses)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop.
+
+
+@dataclass(eq=False)
+class OptimizeResult:
+    """Outcome of optimize_latents.
+
+    ws:        [N, num_ws, w_dim] the latent that produced `generated` (detached).
+    generated: [N, 3, H, W] G(ws) in [0, 1] (detached), the image FICE stitches.
+    history:   weighted term name and 'total' -> one float per step.
+    seconds, seconds_per_iteration: wall time of the loop, and per step.
+    term_seconds: with an objective built with timing=True, summed forward seconds per term, plus
+        'generator' (synthesis forward) and 'backward' (backward and Adam update); else empty.
+    """
+
+    ws: torch.Tensor
+    generated: torch.Tensor
+    history: dict[str, list[float]]
+    seconds: float
+    seconds_per_iteration: float
+    term_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _Stopwatch:
+    """Adds up seconds per key, synchronising CUDA around each measurement when enabled."""
+
+    def __init__(self, enabled: bool, device: torch.device) -> None:
+        self.enabled = enabled
+        self.sync = enabled and device.type == "cuda"
+        self.device = device
+        self.totals: dict[str, float] = {}
+        self._start = 0.0
+
+    def start(self) -> None:
+        if self.enabled:
+            if self.sync:
+                torch.cuda.synchronize(self.device)
+            self._start = time.perf_counter()
+
+    def stop(self, key: str) -> None:
+        if self.enabled:
+            if self.sync:
+                torch.cuda.synchronize(self.device)
+            self.totals[key] = self.totals.get(key, 0.0) + time.perf_counter() - self._start
+
+    def add(self, seconds: dict[str, float] | None) -> None:
+        for key, value in (seconds or {}).items():
+            self.totals[key] = self.totals.get(key, 0.0) + value
+
+
+def _check_inputs(G: nn.Module, targets: EditTargets) -> None:
+    ws = targets.ws_init
+    check_shape("targets.ws_init", ws, [targets.batch_size, G.num_ws, G.w_dim])
+    device = next(G.parameters()).device
+    if ws.device != device or targets.photo.device != device:
+        raise ValueError(
+            f"targets are on {ws.device} (ws_init) / {targets.photo.device} (photo) but G is on {device}; "
+            f"move them to one device"
+        )
+
+
+def optimize_latents(
+    G: nn.Module,  # StyleGAN2 Generator (frozen: its parameters get no gradient)
+    objective: Objective,  # the edit objective
+    targets: EditTargets,  # from objective.prepare; ws_init is the starting point
+    config: OptimizeConfig | None = None,  # None = OptimizeConfig() (FICE's settings)
+    callbacks: Sequence[Callback] = (),  # called after every step's forward
+    progress: bool = True,  # show a tqdm bar with the current losses
+) -> OptimizeResult:
+    """Optimise W+ with Adam so that synthesize_01(G, ws) minimises `objective`; N images together.
+
+    Each step renders G(ws) (const noise, float32), evaluates the objective, back-propagates into ws only
+    and takes an Adam step at the scheduled rate. Returns the last rendered image and the ws behind it.
+    """
+    config = config or OptimizeConfig()
+    _check_inputs(G, targets)
+    device = targets.ws_init.device
+    fork_devices = [device.index] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices, enabled=config.seed is not None):
+        if config.seed is not None:
+            torch.manual_seed(config.seed)
+        return _run(G, objective, targets, config, callbacks, progress)
+
+
+def _run(
+    G: nn.Module,
+    objective: Objective,
+    targets: EditTargets,
+    config: OptimizeConfig,
+    callbacks: Sequence[Callback],
+    progress: bool,
+) -> OptimizeResult:
+    ws = targets.ws_init.detach().clone().float().requires_grad_(True)
+    optimizer = torch.optim.Adam([ws], lr=config.lr, betas=config.betas)
+    watch = _Stopwatch(getattr(objective, "timing", False), ws.device)
+    history: dict[str, list[float]] = {}
+    generated = ws_used = None
+    steps = config.steps
+    start = time.perf_counter()
+    bar = tqdm(range(steps), desc="optimising W+", disable=not progress)
+    for step in bar:
+        final = config.fice_final_step and step == steps - 1
+        watch.start()
+        generated = synthesize_01(G, ws)
+        watch.stop("generator")
+        value = objective(generated, ws, targets)
+        watch.add(value.seconds)
+        names = [*value.terms, "total"]
+        numbers = torch.stack([*value.terms.values(), value.total]).detach().cpu().tolist()
+        losses = dict(zip(names, numbers, strict=True))
+        for name, number in losses.items():
+            history.setdefault(name, []).append(number)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
+        ws_used = ws.detach().clone()
+        for callback in callbacks:
+            callback(step, ws_used, generated.detach(), losses)
+        if final:
+            break
+        watch.start()
+        lr = learning_rate(config, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        (ws.grad,) = torch.autograd.grad(value.total, [ws])
+        optimizer.step()
+        watch.stop("backward")
+    bar.close()
+    seconds = time.perf_counter() - start
+
+    if not config.fice_final_step:
+        # Render the latent after the last update (no step left to do it): what a plain projector returns.
+        with torch.no_grad():
+            watch.start()
+            generated = synthesize_01(G, ws)
+            watch.stop("generator")
+        ws_used = ws.detach().clone()
+        seconds = time.perf_counter() - start
+    per_step = seconds / max(steps, 1)
+    if history:
+        logger.info(
+            "optimised %d latent(s): %d steps in %.2f s (%.3f s/step), final total %.4g",
+            ws.shape[0],
+            steps,
+            seconds,
+            per_step,
+            history["total"][-1],
+        )
+    return OptimizeResult(
+        ws=ws_used,
+        generated=generated.detach(),
+        history=history,
+        seconds=seconds,
+        seconds_per_iteration=per_step,
+        term_seconds=dict(watch.totals),
+    )
