@@ -1,0 +1,608 @@
+"""Edit / keep / blend masks: FICE's exact masks, or automatic garment masks from DensePose and a parser.
+
+Two modes (`build_masks`):
+
+- 'fice' reproduces FICE: edit = body, keep = 1 - body (the img term's weight), blend = 1 - head (stitching
+  takes G(w) everywhere but the head), from FICE's 3-class segmenter.
+- 'auto' (InstructVTON-style) derives the region from the instruction's garment category and its sleeve and
+  length words: the garment the person wears now (from a parser) united with the body parts the new garment
+  may cover (from DensePose), minus protected regions (head, hair, hands, feet, uncovered arms/legs, garments
+  of other categories), then cleaned and feathered. See `auto_masks` for the rules.
+
+Masks are [N,1,H,W] floats in [0,1], 1 = the named region. They are computed once from the input photo and are
+constants for the optimisation (the auto masks are thresholded, so they carry no gradient).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ficekit.instruction import (
+    GARMENT_CATEGORIES,
+    LENGTHS,
+    SLEEVES,
+    Instruction,
+    check_category,
+    classify_category,
+    parse_instruction,
+)
+from ficekit.perception.densepose import DensePoseOutput
+from ficekit.perception.segmenter import FiceSegmentation, SegmentationMasks
+from ficekit.shapes import check_shape
+
+# The instruction side is re-exported so callers find the whole instruction -> masks path here.
+__all__ = [
+    "BODY_REGIONS",
+    "CATEGORY_RULES",
+    "DENSEPOSE_PARTS",
+    "GARMENT_CATEGORIES",
+    "MASK_MODES",
+    "PARSER_ROLES",
+    "EditMasks",
+    "Instruction",
+    "auto_masks",
+    "box_blur",
+    "build_masks",
+    "classify_category",
+    "covered_regions",
+    "densepose_part_maps",
+    "densepose_probabilities",
+    "dilate",
+    "erode",
+    "feather_inward",
+    "feather_outward",
+    "fice_masks",
+    "morph_close",
+    "morph_open",
+    "parse_instruction",
+    "region_mask",
+    "soften",
+]
+
+MASK_MODES: tuple[str, ...] = ("auto", "fice")
+
+# ---------------------------------------------------------------------------------------------------
+# DensePose body parts (fine segmentation channels), as documented for DensePose-COCO (`dp_I` in the
+# DensePose challenge data format; the same list is in detectron2's DensePose code comments). One DensePose
+# maintainer comment swaps the feet (5 right, 6 left); masking treats both feet alike, so it does not matter here.
+
+DENSEPOSE_PARTS: dict[int, str] = {
+    0: "background",
+    1: "torso",
+    2: "torso",
+    3: "right hand",
+    4: "left hand",
+    5: "left foot",
+    6: "right foot",
+    7: "upper leg right",
+    8: "upper leg left",
+    9: "upper leg right",
+    10: "upper leg left",
+    11: "lower leg right",
+    12: "lower leg left",
+    13: "lower leg right",
+    14: "lower leg left",
+    15: "upper arm left",
+    16: "upper arm right",
+    17: "upper arm left",
+    18: "upper arm right",
+    19: "lower arm left",
+    20: "lower arm right",
+    21: "lower arm left",
+    22: "lower arm right",
+    23: "head",
+    24: "head",
+}
+NUM_DENSEPOSE_CHANNELS = len(DENSEPOSE_PARTS)  # 25: background + 24 charts
+
+# Body regions used by the mask rules: DensePose channels, left and right together.
+BODY_REGIONS: dict[str, tuple[int, ...]] = {
+    "torso": (1, 2),
+    "hands": (3, 4),
+    "feet": (5, 6),
+    "upper_legs": (7, 8, 9, 10),
+    "lower_legs": (11, 12, 13, 14),
+    "upper_arms": (15, 16, 17, 18),
+    "lower_arms": (19, 20, 21, 22),
+    "head": (23, 24),
+}
+
+# Parser label names read for each role (the first present names are merged; absent ones are ignored). Covers
+# ficekit's own names, the LIP/ATR human-parsing names and FICE's 'head'.
+PARSER_ROLES: dict[str, tuple[str, ...]] = {
+    "head": ("head", "face", "hair", "hat", "sunglasses"),
+    "hands": ("hands", "hand", "left_hand", "right_hand", "gloves", "glove"),
+    "feet": ("feet", "foot", "shoes", "shoe", "left_shoe", "right_shoe", "socks"),
+    "arms": ("arms", "arm", "left_arm", "right_arm"),
+    "legs": ("legs", "leg", "left_leg", "right_leg"),
+    "upper_garment": ("upper_garment", "upper_clothes", "upper-clothes", "top"),
+    "lower_garment": ("lower_garment", "lower_clothes", "pants", "trousers", "skirt", "shorts"),
+    "dress": ("dress", "jumpsuit", "jumpsuits", "full_garment"),
+    "outerwear": ("outerwear", "coat", "jacket"),
+    "accessories": ("bag", "accessories", "scarf"),
+}
+GARMENT_ROLES: tuple[str, ...] = ("upper_garment", "lower_garment", "dress", "outerwear")
+ALWAYS_PROTECTED: tuple[str, ...] = ("head", "hands", "feet")  # body regions and parser roles
+LIMBS: dict[str, tuple[str, str]] = {"arms": ("upper_arms", "lower_arms"), "legs": ("upper_legs", "lower_legs")}
+
+# Body regions a new garment covers, by sleeve and by length word.
+SLEEVE_COVERAGE: dict[str, tuple[str, ...]] = {
+    "sleeveless": (),
+    "short": ("upper_arms",),
+    "long": ("upper_arms", "lower_arms"),
+}
+LENGTH_COVERAGE: dict[str, tuple[str, ...]] = {
+    "mini": ("upper_legs",),
+    "short": ("upper_legs",),
+    "knee": ("upper_legs",),
+    "midi": ("upper_legs", "lower_legs"),
+    "long": ("upper_legs", "lower_legs"),
+    "maxi": ("upper_legs", "lower_legs"),
+}
+
+
+@dataclass(frozen=True)
+class CategoryRule:
+    """How auto-masking treats one garment category."""
+
+    garments: tuple[str, ...]  # parser roles of the garment being replaced (editable)
+    protect: tuple[str, ...]  # parser roles of other garments, kept as they are
+    protect_unless_legs: tuple[str, ...]  # roles kept unless the new garment reaches the legs (worn under it)
+    torso: bool  # the new garment covers the torso
+    sleeve_default: str | None  # sleeve assumed without a sleeve word; None = sleeve words ignored
+    length_default: str | None  # length assumed without a length word; None = no legs unless a length word
+    uses_length: bool  # length words apply to this category
+
+
+# Layering: a garment worn over the new one stays (a jacket over a new dress); one worn under it is replaced
+# where the new garment covers it (the trousers under a new long coat).
+CATEGORY_RULES: dict[str, CategoryRule] = {
+    "upper": CategoryRule(
+        garments=("upper_garment", "outerwear"),
+        protect=("lower_garment",),
+        protect_unless_legs=(),
+        torso=True,
+        sleeve_default="short",
+        length_default=None,
+        uses_length=False,
+    ),
+    "lower": CategoryRule(
+        garments=("lower_garment",),
+        protect=("upper_garment", "outerwear"),
+        protect_unless_legs=(),
+        torso=False,
+        sleeve_default=None,
+        length_default="short",
+        uses_length=True,
+    ),
+    "full": CategoryRule(
+        garments=("dress", "upper_garment", "lower_garment"),
+        protect=("outerwear",),
+        protect_unless_legs=(),
+        torso=True,
+        sleeve_default="sleeveless",
+        length_default="knee",
+        uses_length=True,
+    ),
+    "outerwear": CategoryRule(
+        garments=("outerwear", "upper_garment"),
+        protect=(),
+        protect_unless_legs=("lower_garment",),
+        torso=True,
+        sleeve_default="long",
+        length_default=None,
+        uses_length=True,
+    ),
+}
+
+
+def covered_regions(category: str, sleeve: str | None = None, length: str | None = None) -> tuple[str, ...]:
+    """Body regions (keys of BODY_REGIONS) the new garment of `category` may cover, given its sleeve and length.
+
+    upper: torso + arms by sleeve (default short: upper arms); lower: legs by length (default short: upper
+    legs); full: torso + arms by sleeve (default sleeveless) + legs by length (default knee: upper legs);
+    outerwear: torso + arms by sleeve (default long) + legs only when a length word is given.
+    """
+    rule = CATEGORY_RULES[check_category(category)]
+    if sleeve is not None and sleeve not in SLEEVES:
+        raise ValueError(f"unknown sleeve {sleeve!r}; expected one of {list(SLEEVES)} or None")
+    if length is not None and length not in LENGTHS:
+        raise ValueError(f"unknown length {length!r}; expected one of {list(LENGTHS)} or None")
+    regions: list[str] = ["torso"] if rule.torso else []
+    if rule.sleeve_default is not None:
+        regions += SLEEVE_COVERAGE[sleeve or rule.sleeve_default]
+    if rule.uses_length:
+        length = length or rule.length_default
+        if length is not None:
+            regions += LENGTH_COVERAGE[length]
+    return tuple(regions)
+
+
+# ---------------------------------------------------------------------------------------------------
+# DensePose charts -> per-pixel part probabilities in the image frame.
+
+
+def densepose_probabilities(output: DensePoseOutput) -> torch.Tensor:
+    """Part probabilities [K,25,S,S] on each box's grid; channels sum to 1.
+
+    Channels 1..24 = softmax(fine)[1..24] * P(person) (FICE's body-part formula), channel 0 = background =
+    softmax(coarse)[0] + P(person) * softmax(fine)[0]. P(person) = softmax(coarse)[1] for the 2-channel models
+    (the summed part channels for the 15-channel legacy ones).
+    """
+    check_shape("output.fine_segm", output.fine_segm, [None, NUM_DENSEPOSE_CHANNELS, None, None])
+    k, _, s_h, s_w = output.fine_segm.shape
+    check_shape("output.coarse_segm", output.coarse_segm, [k, None, s_h, s_w])
+    coarse = torch.softmax(output.coarse_segm, dim=1)
+    fine = torch.softmax(output.fine_segm, dim=1)
+    person = coarse[:, 1:].sum(dim=1, keepdim=True)
+    background = coarse[:, :1] + person * fine[:, :1]
+    return torch.cat([background, fine[:, 1:] * person], dim=1)
+
+
+def densepose_part_maps(
+    output: DensePoseOutput,
+    image_size: tuple[int, int],
+    num_images: int | None = None,
+) -> torch.Tensor:
+    """Per-pixel DensePose part probabilities [N,25,H,W] in the image frame (channels sum to 1).
+
+    Each box's S x S grid (densepose_probabilities) is resampled bilinearly onto the pixels whose centres lie in
+    the box (grid cell i spans [x0 + i*w/S, x0 + (i+1)*w/S), as RoIAlign pooled it). Where boxes of one image
+    overlap, each pixel takes the box with the highest person probability; pixels outside every box are
+    background (channel 0 = 1).
+
+    Args:
+        output: DensePose charts for K boxes (boxes XYXY in image pixels, batch_index per box).
+        image_size: (H, W) of the input image.
+        num_images: N; default 1 + the largest batch_index (required when K = 0).
+    """
+    h, w = (int(s) for s in image_size)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"image_size: expected positive (H, W), got {tuple(image_size)}")
+    probs = densepose_probabilities(output)
+    k = probs.shape[0]
+    check_shape("output.boxes", output.boxes, [k, 4])
+    check_shape("output.batch_index", output.batch_index, [k])
+    if num_images is None:
+        if k == 0:
+            raise ValueError("densepose_part_maps: no boxes, so pass num_images")
+        num_images = int(output.batch_index.max()) + 1
+    if k and not 0 <= int(output.batch_index.min()) <= int(output.batch_index.max()) < num_images:
+        raise ValueError(f"output.batch_index must lie in [0, {num_images}), got {output.batch_index.tolist()}")
+
+    dtype = probs.dtype
+    background = torch.zeros(1, NUM_DENSEPOSE_CHANNELS, h, w, dtype=dtype, device=probs.device)
+    background[:, 0] = 1
+    maps = [background for _ in range(num_images)]
+    best = [torch.zeros(1, 1, h, w, dtype=dtype, device=probs.device) for _ in range(num_images)]
+    for i in range(k):
+        x0, y0, x1, y1 = (float(v) for v in output.boxes[i])
+        # pixels whose centres (p + 0.5) lie in [x0, x1] x [y0, y1]
+        px0, px1 = max(0, math.ceil(x0 - 0.5)), min(w, math.floor(x1 - 0.5) + 1)
+        py0, py1 = max(0, math.ceil(y0 - 0.5)), min(h, math.floor(y1 - 0.5) + 1)
+        if x1 <= x0 or y1 <= y0 or px1 <= px0 or py1 <= py0:
+            continue
+        xs = torch.arange(px0, px1, dtype=dtype, device=probs.device) + 0.5
+        ys = torch.arange(py0, py1, dtype=dtype, device=probs.device) + 0.5
+        gx = 2 * (xs - x0) / (x1 - x0) - 1
+        gy = 2 * (ys - y0) / (y1 - y0) - 1
+        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1).unsqueeze(0)  # [1,h',w',(x,y)]
+        pasted = F.grid_sample(probs[i : i + 1], grid, mode="bilinear", padding_mode="border", align_corners=False)
+        pad = (px0, w - px1, py0, h - py1)
+        inside = F.pad(torch.ones_like(pasted[:, :1]), pad)
+        pasted = F.pad(pasted, pad)
+        person = (1 - pasted[:, :1]) * inside
+        n = int(output.batch_index[i])
+        take = person > best[n]
+        maps[n] = torch.where(take, pasted, maps[n])
+        best[n] = torch.where(take, person, best[n])
+    return torch.cat(maps, dim=0)
+
+
+def region_mask(parts: torch.Tensor, *regions: str) -> torch.Tensor:
+    """[N,1,H,W] summed probability of BODY_REGIONS `regions` from part maps [N,25,H,W] (zeros for none)."""
+    check_shape("parts", parts, [None, NUM_DENSEPOSE_CHANNELS, None, None])
+    unknown = [r for r in regions if r not in BODY_REGIONS]
+    if unknown:
+        raise ValueError(f"unknown body regions {unknown}; known: {list(BODY_REGIONS)}")
+    channels = sorted({c for r in regions for c in BODY_REGIONS[r]})
+    if not channels:
+        return parts.new_zeros(parts.shape[0], 1, *parts.shape[-2:])
+    return parts[:, channels].sum(dim=1, keepdim=True).clamp(0, 1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Morphology and feathering on [N,1,H,W] masks. Square structuring elements; windows are clipped at the image
+# border (the same as replicating the edge pixels), so a garment cut by the border does not shrink away from it,
+# and a closing joins a shape to the border when it comes within px of it.
+
+
+def _check_px(name: str, px: int) -> int:
+    if isinstance(px, bool) or not isinstance(px, int) or px < 0:
+        raise ValueError(f"{name}: expected a non-negative integer number of pixels, got {px!r}")
+    return px
+
+
+def dilate(mask: torch.Tensor, px: int) -> torch.Tensor:
+    """Grey-scale dilation: max over the (2px+1)^2 square around each pixel."""
+    check_shape("mask", mask, [None, 1, None, None])
+    if _check_px("px", px) == 0:
+        return mask
+    return F.max_pool2d(mask, 2 * px + 1, stride=1, padding=px)
+
+
+def erode(mask: torch.Tensor, px: int) -> torch.Tensor:
+    """Grey-scale erosion: min over the (2px+1)^2 square around each pixel."""
+    check_shape("mask", mask, [None, 1, None, None])
+    if _check_px("px", px) == 0:
+        return mask
+    return -F.max_pool2d(-mask, 2 * px + 1, stride=1, padding=px)
+
+
+def morph_close(mask: torch.Tensor, px: int) -> torch.Tensor:
+    """Closing (dilate, then erode): fills holes and gaps up to 2*px pixels wide."""
+    return erode(dilate(mask, px), px)
+
+
+def morph_open(mask: torch.Tensor, px: int) -> torch.Tensor:
+    """Opening (erode, then dilate): removes specks and strands up to 2*px pixels wide."""
+    return dilate(erode(mask, px), px)
+
+
+def box_blur(mask: torch.Tensor, px: int) -> torch.Tensor:
+    """Mean over the (2px+1)^2 square (border pixels average over the part inside the image): exact 0 and 1
+    stay exact where the whole window is 0 or 1."""
+    check_shape("mask", mask, [None, 1, None, None])
+    if _check_px("px", px) == 0:
+        return mask
+    return F.avg_pool2d(mask, 2 * px + 1, stride=1, padding=px, count_include_pad=False)
+
+
+def soften(mask: torch.Tensor, px: int) -> torch.Tensor:
+    """Two box blurs with radii ceil(px/2) and floor(px/2): a step edge becomes a ramp from px pixels outside
+    to px pixels inside it."""
+    return box_blur(box_blur(mask, (_check_px("px", px) + 1) // 2), px // 2)
+
+
+def feather_outward(mask: torch.Tensor, protected: torch.Tensor, px: int) -> torch.Tensor:
+    """`mask` plus a ramp from 1 at its edge down to 0 about `px` pixels outside it (2 * ceil(px/2)), never
+    entering `protected` (both binary [N,1,H,W])."""
+    r = (_check_px("px", px) + 1) // 2
+    return torch.maximum(mask, soften(dilate(mask, r), r) * (1 - protected))
+
+
+def feather_inward(mask: torch.Tensor, protected: torch.Tensor, px: int) -> torch.Tensor:
+    """A ramp from 0 at the edge of `mask` up to 1 about `px` pixels inside it (2 * ceil(px/2)); exactly 0
+    outside `mask` and exactly 1 deeper inside (both binary [N,1,H,W]).
+
+    Edge-aware: along edges where `mask` meets `protected` there is no ramp (the protected region counts as
+    inside for the erosion), so a hand or the head keeps a crisp outline instead of a halo of the old garment.
+    """
+    r = (_check_px("px", px) + 1) // 2
+    core = erode(torch.maximum(mask, protected), r)
+    return soften(core, r) * mask
+
+
+# ---------------------------------------------------------------------------------------------------
+# Masks.
+
+
+@dataclass
+class EditMasks:
+    """Masks for one edit, all [N,1,H,W] float in [0,1].
+
+    edit:     region free to change (1 = free).
+    keep:     1 - edit: where the img (masked reconstruction) term holds the photo.
+    blend:    stitching weight of the generated image (1 = generated, 0 = photo).
+    category: garment category the masks were built for (None in 'fice' mode without one).
+    mode:     'auto' or 'fice'.
+    """
+
+    edit: torch.Tensor
+    keep: torch.Tensor
+    blend: torch.Tensor
+    category: str | None
+    mode: str
+
+
+def fice_masks(fice: FiceSegmentation, category: str | None = None) -> EditMasks:
+    """FICE's masks exactly: edit = body, keep = 1 - body, blend = 1 - head (from the 3-class segmenter)."""
+    if not isinstance(fice, SegmentationMasks):
+        raise ValueError(f"fice: expected the FICE segmentation (FiceSegmentation), got {type(fice).__name__}")
+    for name in ("body", "head"):
+        if name not in fice:
+            raise ValueError(f"fice: segmentation lacks {name!r} (names: {list(fice)}); expected FICE's 3 classes")
+    body, head = fice["body"], fice["head"]
+    check_shape("fice.body", body, [None, 1, None, None])
+    return EditMasks(edit=body, keep=1 - body, blend=1 - head, category=category, mode="fice")
+
+
+def _union(masks: Sequence[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """Probabilistic union 1 - prod(1 - m) (exact for 0/1 masks); zeros like `like` for none."""
+    out = torch.zeros_like(like)
+    for m in masks:
+        out = 1 - (1 - out) * (1 - m.clamp(0, 1))
+    return out
+
+
+def _role(parser: SegmentationMasks | None, role: str) -> torch.Tensor | None:
+    """The parser's merged mask for a PARSER_ROLES role, or None when it has none of the role's names."""
+    if parser is None:
+        return None
+    names = [n for n in PARSER_ROLES[role] if n in parser]
+    return parser.merge(*names).clamp(0, 1) if names else None
+
+
+def _reference(
+    parts: torch.Tensor | None, parser: SegmentationMasks | None, fice: SegmentationMasks | None
+) -> torch.Tensor:
+    """A [N,1,H,W] zero mask shaped like the inputs, after checking they agree on N, H, W."""
+    shapes: list[tuple[str, torch.Tensor]] = []
+    if parts is not None:
+        check_shape("parts", parts, [None, NUM_DENSEPOSE_CHANNELS, None, None])
+        shapes.append(("parts", parts))
+    for name, seg in (("parser", parser), ("fice", fice)):
+        if seg is not None:
+            if not isinstance(seg, SegmentationMasks):
+                raise ValueError(f"{name}: expected SegmentationMasks, got {type(seg).__name__}")
+            check_shape(f"{name}.probs", seg.probs, [None, None, None, None])
+            shapes.append((f"{name}.probs", seg.probs))
+    first_name, first = shapes[0]
+    n, _, h, w = first.shape
+    for name, t in shapes[1:]:
+        if t.shape[0] != n or t.shape[-2:] != first.shape[-2:]:
+            raise ValueError(
+                f"{name} has N={t.shape[0]}, H x W = {tuple(t.shape[-2:])}; expected those of {first_name}: "
+                f"N={n}, H x W = {(h, w)}"
+            )
+    dtype = torch.promote_types(first.dtype, torch.float32)
+    return torch.zeros(n, 1, h, w, dtype=dtype, device=first.device)
+
+
+def auto_masks(
+    category: str,
+    sleeve: str | None = None,
+    length: str | None = None,
+    *,
+    parts: torch.Tensor | None = None,
+    parser: SegmentationMasks | None = None,
+    fice: FiceSegmentation | None = None,
+    dilation_px: int = 4,
+    feather_px: int = 4,
+    close_px: int = 3,
+    open_px: int = 2,
+) -> EditMasks:
+    """Automatic garment masks for a category and its sleeve/length words (see build_masks for the inputs).
+
+    Rules (soft masks are combined by probabilistic union, then thresholded at 0.5):
+      garment  = the parser's current garment of the category (CATEGORY_RULES[c].garments)
+      coverage = DensePose regions the new garment may cover (covered_regions)
+      protect  = head, hands, feet (DensePose regions and parser roles; FICE's head too when `fice` is given),
+                 accessories, garments of other categories (CATEGORY_RULES[c].protect; for outerwear the lower
+                 garment only while the new garment stays above the legs), and the arms and legs the
+                 new garment does not cover: with a parser that labels arms/legs, their skin outside the covered
+                 DensePose regions (a sleeve of the current garment there stays editable, so sleeves can
+                 shorten); without one, the uncovered DensePose arm/leg regions. Without DensePose, arm/leg skin
+                 becomes editable only when the new garment covers the whole limb (long sleeves; midi and longer).
+      edit core = (garment ∪ coverage) minus protect, closed (close_px), opened (open_px), dilated
+                 (dilation_px), minus protect again: binary.
+      edit     = core with a ramp about feather_px wide outside it, never into protected pixels (feather_outward);
+                 keep = 1 - edit (soft).
+      blend    = core with a ramp about feather_px wide inside it (feather_inward; edge-aware: no ramp along
+                 protected edges); exactly 0 outside the core, so stitching returns the photo bit-exactly there.
+    Hands are thus always protected; arms crossing the garment are protected unless the sleeve covers them.
+    """
+    rule = CATEGORY_RULES[check_category(category)]
+    for name, px in (
+        ("dilation_px", dilation_px),
+        ("feather_px", feather_px),
+        ("close_px", close_px),
+        ("open_px", open_px),
+    ):
+        _check_px(name, px)
+    has_garment = any(_role(parser, r) is not None for r in GARMENT_ROLES)
+    if parts is None and not has_garment:
+        what = (
+            "no parser"
+            if parser is None
+            else f"a parser without garment labels (names: {list(parser)}; expected some of "
+            f"{[n for r in GARMENT_ROLES for n in PARSER_ROLES[r]]})"
+        )
+        raise ValueError(
+            f"auto masks need DensePose part maps (parts=) or a garment parser (parser=); got no parts and {what}"
+        )
+    zero = _reference(parts, parser, fice)
+    covered = covered_regions(category, sleeve, length)
+
+    protect_roles = (*ALWAYS_PROTECTED, "accessories", *rule.protect)
+    if "upper_legs" not in covered:
+        protect_roles += rule.protect_unless_legs
+    editable = [m for m in (_role(parser, r) for r in rule.garments) if m is not None]
+    protected = [m for m in (_role(parser, r) for r in protect_roles) if m is not None]
+    if parts is not None:
+        editable.append(region_mask(parts, *covered))
+        protected.append(region_mask(parts, *ALWAYS_PROTECTED))
+    if fice is not None:
+        if "head" not in fice:
+            raise ValueError(f"fice: segmentation lacks 'head' (names: {list(fice)}); expected FICE's 3 classes")
+        protected.append(fice["head"])
+    for limb, segments in LIMBS.items():
+        skin = _role(parser, limb)
+        covered_segments = [s for s in segments if s in covered]
+        if parts is not None:
+            if skin is not None:
+                protected.append(skin * (1 - region_mask(parts, *covered_segments)))
+            else:
+                protected.append(region_mask(parts, *[s for s in segments if s not in covered]))
+        elif skin is not None:
+            (editable if len(covered_segments) == len(segments) else protected).append(skin)
+
+    protect = (_union(protected, zero) >= 0.5).to(zero.dtype)
+    core = (_union(editable, zero) >= 0.5).to(zero.dtype) * (1 - protect)
+    core = morph_open(morph_close(core, close_px), open_px)
+    core = dilate(core, dilation_px) * (1 - protect)
+    edit = feather_outward(core, protect, feather_px)
+    blend = feather_inward(core, protect, feather_px)
+    return EditMasks(edit=edit, keep=1 - edit, blend=blend, category=category, mode="auto")
+
+
+def build_masks(
+    instruction: Instruction | None,
+    *,
+    parts: torch.Tensor | None = None,
+    parser: SegmentationMasks | None = None,
+    fice: FiceSegmentation | None = None,
+    mode: str = "auto",
+    dilation_px: int = 4,
+    feather_px: int = 4,
+    close_px: int = 3,
+    open_px: int = 2,
+) -> EditMasks:
+    """Edit/keep/blend masks for an instruction.
+
+    Args:
+        instruction: the parsed instruction (its category, sleeve and length); may be None in 'fice' mode.
+        parts: DensePose part maps [N,25,H,W] in the image frame (densepose_part_maps), or None.
+        parser: a garment parser's SegmentationMasks (label names as in PARSER_ROLES), or None.
+        fice: FICE's segmentation (background/body/head); required in 'fice' mode, protects the head in 'auto'.
+        mode: 'fice' = FICE's masks exactly (fice_masks); 'auto' = garment masks (auto_masks); needs parts or
+            a parser with garment labels, or both.
+        dilation_px, feather_px, close_px, open_px: refinement sizes in pixels of the input (auto mode).
+
+    Raises:
+        ValueError: unknown mode, missing inputs for the mode, no category in auto mode, mismatched shapes.
+    """
+    if mode not in MASK_MODES:
+        raise ValueError(f"unknown mask mode {mode!r}; expected one of {list(MASK_MODES)}")
+    if instruction is not None and not isinstance(instruction, Instruction):
+        raise ValueError(
+            f"instruction: expected an Instruction (parse_instruction) or None, got {type(instruction).__name__}"
+        )
+    category = instruction.category if instruction is not None else None
+    if mode == "fice":
+        if fice is None:
+            raise ValueError("mode='fice' needs FICE's segmentation (fice=FiceSegmentation with body and head)")
+        return fice_masks(fice, category)
+    if category is None:
+        raise ValueError(
+            "auto masks need a garment category but the instruction names no garment; pass one of "
+            f"{list(GARMENT_CATEGORIES)} to parse_instruction(category=...) or use classify_category"
+        )
+    attributes = instruction.attributes
+    return auto_masks(
+        category,
+        attributes.sleeve,
+        attributes.length,
+        parts=parts,
+        parser=parser,
+        fice=fice,
+        dilation_px=dilation_px,
+        feather_px=feather_px,
+        close_px=close_px,
+        open_px=open_px,
+    )
