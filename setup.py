@@ -6,6 +6,11 @@ from setuptools import find_packages, setup
 
 here = Path(__file__).parent
 
+# The shipped demo bundle, checkpoints/demo/ (bundle.json + model files + example images), installs as the
+# package data of `ficekit_checkpoints`, a data-only package mapped onto checkpoints/; ficekit.bundle finds it
+# there after `pip install .`, and in checkpoints/ itself in an editable install or a checkout.
+data_packages = ["ficekit_checkpoints"] if (here / "checkpoints" / "demo").is_dir() else []
+
 setup(
     name="ficekit",
     version="0.1.0",
@@ -13,8 +18,12 @@ setup(
     long_description=(here / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["ficekit", "ficekit.*", "stylegan2_ops", "stylegan2_ops.*"]),
-    package_data={"stylegan2_ops": ["csrc/*.cpp", "csrc/*.cu", "csrc/*.h", "csrc/*.cuh"]},
+    packages=find_packages(include=["ficekit", "ficekit.*", "stylegan2_ops", "stylegan2_ops.*"]) + data_packages,
+    package_dir={"ficekit_checkpoints": "checkpoints"} if data_packages else {},
+    package_data={
+        "stylegan2_ops": ["csrc/*.cpp", "csrc/*.cu", "csrc/*.h", "csrc/*.cuh"],
+        "ficekit_checkpoints": ["demo/*", "demo/**/*"],
+    },
     install_requires=[
         "torch>=2.4",
         "torchvision>=0.19",
