@@ -28,14 +28,20 @@ from ficekit.instruction import (
     SLEEVES,
     Instruction,
     check_category,
-    classify_category,
-    parse_instruction,
+)
+from ficekit.mask_ops import (
+    check_px,
+    dilate,
+    feather_inward,
+    feather_outward,
+    morph_close,
+    morph_open,
 )
 from ficekit.perception.densepose import DensePoseOutput
 from ficekit.perception.segmenter import FiceSegmentation, SegmentationMasks
 from ficekit.shapes import check_shape
 
-# The instruction side is re-exported so callers find the whole instruction -> masks path here.
+# Public names of this module; parsing lives in ficekit.instruction, mask morphology in ficekit.mask_ops.
 __all__ = [
     "BODY_REGIONS",
     "CATEGORY_RULES",
@@ -44,24 +50,13 @@ __all__ = [
     "MASK_MODES",
     "PARSER_ROLES",
     "EditMasks",
-    "Instruction",
     "auto_masks",
-    "box_blur",
     "build_masks",
-    "classify_category",
     "covered_regions",
     "densepose_part_maps",
     "densepose_probabilities",
-    "dilate",
-    "erode",
-    "feather_inward",
-    "feather_outward",
     "fice_masks",
-    "morph_close",
-    "morph_open",
-    "parse_instruction",
     "region_mask",
-    "soften",
 ]
 
 MASK_MODES: tuple[str, ...] = ("auto", "fice")
@@ -317,78 +312,6 @@ def region_mask(parts: torch.Tensor, *regions: str) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Morphology and feathering on [N,1,H,W] masks. Square structuring elements; windows are clipped at the image
-# border (the same as replicating the edge pixels), so a garment cut by the border does not shrink away from it,
-# and a closing joins a shape to the border when it comes within px of it.
-
-
-def _check_px(name: str, px: int) -> int:
-    if isinstance(px, bool) or not isinstance(px, int) or px < 0:
-        raise ValueError(f"{name}: expected a non-negative integer number of pixels, got {px!r}")
-    return px
-
-
-def dilate(mask: torch.Tensor, px: int) -> torch.Tensor:
-    """Grey-scale dilation: max over the (2px+1)^2 square around each pixel."""
-    check_shape("mask", mask, [None, 1, None, None])
-    if _check_px("px", px) == 0:
-        return mask
-    return F.max_pool2d(mask, 2 * px + 1, stride=1, padding=px)
-
-
-def erode(mask: torch.Tensor, px: int) -> torch.Tensor:
-    """Grey-scale erosion: min over the (2px+1)^2 square around each pixel."""
-    check_shape("mask", mask, [None, 1, None, None])
-    if _check_px("px", px) == 0:
-        return mask
-    return -F.max_pool2d(-mask, 2 * px + 1, stride=1, padding=px)
-
-
-def morph_close(mask: torch.Tensor, px: int) -> torch.Tensor:
-    """Closing (dilate, then erode): fills holes and gaps up to 2*px pixels wide."""
-    return erode(dilate(mask, px), px)
-
-
-def morph_open(mask: torch.Tensor, px: int) -> torch.Tensor:
-    """Opening (erode, then dilate): removes specks and strands up to 2*px pixels wide."""
-    return dilate(erode(mask, px), px)
-
-
-def box_blur(mask: torch.Tensor, px: int) -> torch.Tensor:
-    """Mean over the (2px+1)^2 square (border pixels average over the part inside the image): exact 0 and 1
-    stay exact where the whole window is 0 or 1."""
-    check_shape("mask", mask, [None, 1, None, None])
-    if _check_px("px", px) == 0:
-        return mask
-    return F.avg_pool2d(mask, 2 * px + 1, stride=1, padding=px, count_include_pad=False)
-
-
-def soften(mask: torch.Tensor, px: int) -> torch.Tensor:
-    """Two box blurs with radii ceil(px/2) and floor(px/2): a step edge becomes a ramp from px pixels outside
-    to px pixels inside it."""
-    return box_blur(box_blur(mask, (_check_px("px", px) + 1) // 2), px // 2)
-
-
-def feather_outward(mask: torch.Tensor, protected: torch.Tensor, px: int) -> torch.Tensor:
-    """`mask` plus a ramp from 1 at its edge down to 0 about `px` pixels outside it (2 * ceil(px/2)), never
-    entering `protected` (both binary [N,1,H,W])."""
-    r = (_check_px("px", px) + 1) // 2
-    return torch.maximum(mask, soften(dilate(mask, r), r) * (1 - protected))
-
-
-def feather_inward(mask: torch.Tensor, protected: torch.Tensor, px: int) -> torch.Tensor:
-    """A ramp from 0 at the edge of `mask` up to 1 about `px` pixels inside it (2 * ceil(px/2)); exactly 0
-    outside `mask` and exactly 1 deeper inside (both binary [N,1,H,W]).
-
-    Edge-aware: along edges where `mask` meets `protected` there is no ramp (the protected region counts as
-    inside for the erosion), so a hand or the head keeps a crisp outline instead of a halo of the old garment.
-    """
-    r = (_check_px("px", px) + 1) // 2
-    core = erode(torch.maximum(mask, protected), r)
-    return soften(core, r) * mask
-
-
-# ---------------------------------------------------------------------------------------------------
 # Masks.
 
 
@@ -504,7 +427,7 @@ def auto_masks(
         ("close_px", close_px),
         ("open_px", open_px),
     ):
-        _check_px(name, px)
+        check_px(name, px)
     has_garment = any(_role(parser, r) is not None for r in GARMENT_ROLES)
     if parts is None and not has_garment:
         what = (

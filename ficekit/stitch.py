@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ficekit.mask_ops import erode
 from ficekit.shapes import check_shape
 
 # 5-tap binomial low-pass of the Burt-Adelson pyramid; its weights are dyadic, so a constant stays exact.
@@ -52,13 +53,6 @@ def _gaussian_taps(radius: int, dtype: torch.dtype, device: torch.device) -> tor
     return (taps / taps.sum()).to(dtype=dtype, device=device)
 
 
-def _erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Min filter over a (2*radius+1)^2 square; the image border does not erode (outside is ignored)."""
-    if radius <= 0:
-        return mask
-    return -F.max_pool2d(-mask, kernel_size=2 * radius + 1, stride=1, padding=radius)
-
-
 def feather_mask(blend: torch.Tensor, radius: int) -> torch.Tensor:
     """Blend [N,1,H,W] blurred inward: eroded by `radius`, Gaussian-blurred over `radius`, times (blend > 0).
 
@@ -68,7 +62,7 @@ def feather_mask(blend: torch.Tensor, radius: int) -> torch.Tensor:
     if radius <= 0:
         return blend
     taps = _gaussian_taps(radius, blend.dtype, blend.device)
-    soft = _separable_filter(_erode(blend, radius), taps)
+    soft = _separable_filter(erode(blend, radius), taps)
     return soft.clamp(0, 1) * (blend > 0).to(blend.dtype)
 
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ficekit.instruction import parse_instruction
+from ficekit.mask_ops import box_blur, dilate, erode, feather_inward, feather_outward, morph_close, morph_open
 from ficekit.masking import (
     BODY_REGIONS,
     CATEGORY_RULES,
@@ -20,18 +21,11 @@ from ficekit.masking import (
     LENGTH_COVERAGE,
     SLEEVE_COVERAGE,
     EditMasks,
-    box_blur,
     build_masks,
     covered_regions,
     densepose_part_maps,
     densepose_probabilities,
-    dilate,
-    erode,
-    feather_inward,
-    feather_outward,
     fice_masks,
-    morph_close,
-    morph_open,
     region_mask,
 )
 from ficekit.perception.densepose import DensePoseOutput
