@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,6 +15,21 @@ import torch
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, of another format, or does not fit the model."""
+
+
+# What unpicklers raise on corrupt or foreign bytes (beyond UnpicklingError): a broken opcode stream
+# surfaces as an empty stack, a missing memo entry, an undecodable string, a bad struct, and so on.
+CORRUPT_PICKLE_ERRORS: tuple[type[BaseException], ...] = (
+    EOFError,
+    IndexError,
+    KeyError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    OverflowError,
+    struct.error,
+    MemoryError,  # a corrupt length field asks for an absurd allocation
+)
 
 
 def require_file(path: str | os.PathLike, what: str) -> Path:
@@ -51,6 +67,8 @@ def load_torch_file(path: str | os.PathLike, what: str, extra_safe_globals: Sequ
         ) from e
     except RuntimeError as e:
         raise CheckpointError(f"{what}: {p} could not be read as a torch checkpoint ({e})") from e
+    except CORRUPT_PICKLE_ERRORS as e:
+        raise CheckpointError(f"{what}: {p} is corrupt or not a torch checkpoint ({type(e).__name__}: {e})") from e
 
 
 def require_keys(obj: Any, keys: list[str], path: str | os.PathLike, what: str) -> None:

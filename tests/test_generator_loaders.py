@@ -270,3 +270,20 @@ def test_rosinality_checkpoint_with_missing_entry(tmp_path):
     torch.save({"g_ema": state}, tmp_path / "ros.pt")
     with pytest.raises(CheckpointError, match="convs.1.noise.weight"):
         load_generator(tmp_path / "ros.pt")
+
+
+@pytest.mark.parametrize("suffix, header", [(".pt", b""), (".pkl", b"")])
+def test_random_corrupt_bytes_always_give_checkpoint_errors(tmp_path, suffix, header):
+    """Fuzz: pickle-looking garbage never escapes as an IndexError/KeyError/UnicodeDecodeError."""
+    import random
+    import warnings
+
+    rng = random.Random(0)
+    for i in range(200):
+        data = bytes([0x80, rng.choice([2, 3, 4, 5])]) + bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 200)))
+        path = tmp_path / f"garbage{i}{suffix}"
+        path.write_bytes(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(CheckpointError):
+                load_generator(path, format="fice" if suffix == ".pt" else "nvlabs")

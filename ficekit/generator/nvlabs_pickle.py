@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint_io import CheckpointError, require_file
+from ..checkpoint_io import CORRUPT_PICKLE_ERRORS, CheckpointError, require_file
 
 
 class _EasyDict(dict):
@@ -116,7 +116,7 @@ def read_network_pickle(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with open(p, "rb") as f:
             data = _RestrictedUnpickler(f).load()
-    except (EOFError, pickle.UnpicklingError, RuntimeError, ValueError, TypeError, AttributeError) as e:
+    except (pickle.UnpicklingError, RuntimeError, *CORRUPT_PICKLE_ERRORS) as e:
         raise CheckpointError(f"NVlabs network pickle: cannot read {p}: {e}") from e
     if not isinstance(data, dict):
         raise CheckpointError(f"NVlabs network pickle: {p} holds a {type(data).__name__}, expected a snapshot dict")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ficekit.checkpoint_io import CheckpointError, load_torch_file, require_file
+from ficekit.checkpoint_io import CORRUPT_PICKLE_ERRORS, CheckpointError, load_torch_file, require_file
 
 WHAT = "DensePose checkpoint"
 TORCH_SUFFIXES = (".pth", ".pt")
@@ -88,7 +88,7 @@ def read_pkl(path: str | os.PathLike) -> Any:
             raise
         except (EOFError, pickle.UnpicklingError) as e:
             raise CheckpointError(f"{WHAT}: {p} is truncated or not a pickle ({type(e).__name__}: {e})") from e
-        except (ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as e:
+        except CORRUPT_PICKLE_ERRORS as e:
             raise CheckpointError(f"{WHAT}: {p} is corrupt or not a detectron2 .pkl ({type(e).__name__}: {e})") from e
 
 
