@@ -94,7 +94,7 @@ def _inputs(args: argparse.Namespace, bundle: Any) -> list[Path]:
 def run(args: argparse.Namespace) -> int:
     """Run one edit job from parsed arguments; returns the process exit code."""
     from .bundle import load_bundle
-    from .pipeline import FicePipeline
+    from .pipeline import FicePipeline, edit_settings
 
     if not args.text.strip():
         return _fail("--text is empty; describe the garment, e.g. --text 'striped cotton shirt'")
@@ -104,10 +104,10 @@ def run(args: argparse.Namespace) -> int:
         weights=parse_weights(args.weights) if args.weights else None,
     )
     bundle = load_bundle(args.bundle)
+    settings = edit_settings(bundle.defaults, **overrides)  # validate before any model loads
     paths = _inputs(args, bundle)
     photos = [read_image(p) for p in paths]
     pipe = FicePipeline.from_bundle(bundle, device=args.device)
-    settings = pipe.settings(**overrides)  # validate before the long work starts
     result = pipe.edit(photos, args.text, progress=not args.quiet, **dataclass_dict(settings))
 
     out = args.out
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except (ImageReadError, CheckpointError, FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
-        return _fail(str(e).strip("'\""))
+        return _fail(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,11 +72,12 @@ class EditSettings:
 class EditResult:
     """The outcome of editing N photos with one text.
 
-    images: list of N results [3, H_i, W_i] in [0, 1] at each photo's own size.
+    images: list of N results [3, H_i, W_i] in [0, 1] at each photo's own size (clamped).
     generated: [N, 3, R, R] G(w) at the generator's resolution R, in [0, 1] (unclamped).
     masks: EditMasks at resolution R (edit / keep / blend, [N, 1, R, R]).
     ws: [N, num_ws, w_dim] the optimised W+.
-    history: per weighted term and 'total', one value per step (batch of the photo).
+    history: per weighted term and 'total', one value per step, summed over all photos (as FICE's losses
+        sum over the batch).
     timings: seconds per stage ('perception', 'encoder', 'optimize', 'stitch', 'total', and per model).
     """
 
@@ -88,6 +90,22 @@ class EditResult:
     instruction: Instruction
     settings: EditSettings
     blend_full: list[torch.Tensor] = field(default_factory=list)  # blend masks at each photo's size
+
+
+def edit_settings(defaults: Any, **overrides: Any) -> EditSettings:
+    """EditSettings from a bundle's EditDefaults plus `overrides` (None = keep the default; weights merge
+    term by term), validated — cheap, so callers can check options before loading any model."""
+    base = EditSettings(
+        iterations=defaults.iterations, lr=defaults.lr, weights=dict(defaults.weights),
+        regularizer=defaults.regularizer, mask=defaults.mask, stitch=defaults.stitch, schedule=defaults.schedule,
+    )
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(EditSettings)}
+    if unknown:
+        raise ValueError(f"unknown edit setting(s) {sorted(unknown)}")
+    if overrides.get("weights") is not None:
+        overrides["weights"] = {**base.weights, **overrides["weights"]}
+    overrides = {k: v for k, v in overrides.items() if v is not None or k in ("seed", "category")}
+    return dataclasses.replace(base, **overrides).validate()
 
 
 def objective_weights(weights: Mapping[str, float], regularizer: str) -> dict[str, float]:
@@ -136,18 +154,7 @@ class FicePipeline:
 
     def settings(self, **overrides: Any) -> EditSettings:
         """The bundle's default settings with `overrides` applied (weights are merged term by term)."""
-        d = self.bundle.defaults
-        base = EditSettings(
-            iterations=d.iterations, lr=d.lr, weights=dict(d.weights), regularizer=d.regularizer, mask=d.mask,
-            stitch=d.stitch, schedule=d.schedule,
-        )
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(EditSettings)}
-        if unknown:
-            raise ValueError(f"unknown edit setting(s) {sorted(unknown)}")
-        if "weights" in overrides and overrides["weights"] is not None:
-            overrides["weights"] = {**base.weights, **overrides["weights"]}
-        overrides = {k: v for k, v in overrides.items() if v is not None or k in ("seed", "category")}
-        return dataclasses.replace(base, **overrides).validate()
+        return edit_settings(self.bundle.defaults, **overrides)
 
     def _objective(self, settings: EditSettings) -> Any:
         weights = objective_weights(settings.weights, settings.regularizer)
@@ -244,6 +251,7 @@ class FicePipeline:
             t = time.perf_counter()
             masks = self._perceive(x, instruction, settings)
             timings["perception"] = time.perf_counter() - t
+            _warn_if_empty(masks, instruction)
             t = time.perf_counter()
             ws_init = self.encoder(x)
             timings["encoder"] = time.perf_counter() - t
@@ -267,7 +275,8 @@ class FicePipeline:
         for i, (photo, framing) in enumerate(zip(photos, framings, strict=True)):
             generated = framing.unfit(outcome.generated[i : i + 1]).cpu()
             blend = framing.unfit(masks.blend[i : i + 1]).clamp(0, 1).cpu()
-            results.append(stitch(photo[None].cpu(), generated, blend, method=settings.stitch)[0])
+            # Clamped to the [0, 1] image contract (G(w) is unclamped, as in FICE); photo pixels are unchanged.
+            results.append(stitch(photo[None].cpu(), generated, blend, method=settings.stitch)[0].clamp(0, 1))
             blends.append(blend[0])
         timings["stitch"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_start
@@ -281,6 +290,17 @@ class FicePipeline:
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         """G(e4e(x)) for photos already at the generator's resolution: the inversion before any edit."""
         return synthesize_01(self.generator, self.encoder(images.to(self.device)))
+
+
+def _warn_if_empty(masks: EditMasks, instruction: Instruction) -> None:
+    """An empty blend mask means the result will be the photo itself: say so instead of failing silently."""
+    empty = [i for i in range(masks.blend.shape[0]) if not bool((masks.blend[i] > 0).any())]
+    if empty:
+        warnings.warn(
+            f"the edit region of photo(s) {empty} is empty: no {masks.category or 'garment'} region was found for "
+            f"{instruction.text!r}, so the result equals the photo; try --category or --mask fice",
+            stacklevel=3,
+        )
 
 
 def _masks_cpu(masks: EditMasks) -> EditMasks:
