@@ -132,8 +132,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 class FicePipeline:
     """A bundle's frozen models on one device, and the edit procedure that uses them."""
 
-    def __init__(self, bundle: Bundle, device: str | torch.device | None = "auto") -> None:
+    def __init__(self, bundle: Bundle, device: str | torch.device | None = "auto", timing: bool = False) -> None:
         self.bundle = bundle
+        self.timing = timing  # time each objective term (adds CUDA syncs; for benchmarks)
         self.device = resolve_device(device)
         load = bundle.load
         self.generator = load("generator", self.device)
@@ -146,9 +147,11 @@ class FicePipeline:
         self._objectives: dict[tuple, Any] = {}
 
     @classmethod
-    def from_bundle(cls, bundle: str | Bundle = "demo", device: str | torch.device | None = "auto") -> FicePipeline:
+    def from_bundle(
+        cls, bundle: str | Bundle = "demo", device: str | torch.device | None = "auto", timing: bool = False
+    ) -> FicePipeline:
         """Load every model of a bundle ('demo', 'fice', a folder, or a Bundle)."""
-        return cls(bundle if isinstance(bundle, Bundle) else load_bundle(bundle), device)
+        return cls(bundle if isinstance(bundle, Bundle) else load_bundle(bundle), device, timing=timing)
 
     # ------------------------------------------------------------------ settings
 
@@ -162,7 +165,7 @@ class FicePipeline:
         if key not in self._objectives:
             self._objectives[key] = build_objective(
                 self.generator, self.clip, self.densepose, self.segmenter, weights=weights,
-                regularizer=settings.regularizer,
+                regularizer=settings.regularizer, timing=self.timing,
             )
         return self._objectives[key]
 
