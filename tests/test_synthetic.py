@@ -318,3 +318,15 @@ def test_cli_runs_as_a_module(tmp_path) -> None:  # noqa: ANN001 - pytest fixtur
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert "wrote 1 samples" in done.stdout and (tmp_path / "000009_densepose.png").exists()
+
+
+def test_training_batches_are_seeded_and_disjoint_from_held_out():
+    from ficekit.synthetic.dataset import HELD_OUT_SEED_START, held_out_seeds, render_batch, training_batches
+
+    a, b = next(training_batches(3, 32, seed=4)), next(training_batches(3, 32, seed=4))
+    assert a.seeds == b.seeds and torch.equal(a.images, b.images)
+    assert a.images.shape == (3, 3, 32, 32) and a.parsing.shape == a.parts.shape == a.u.shape == (3, 32, 32)
+    assert all(s < HELD_OUT_SEED_START for s in a.seeds)
+    assert all(s >= HELD_OUT_SEED_START for s in held_out_seeds(5))
+    one = render_batch([a.seeds[0]], 32)
+    assert torch.equal(one.images[0], a.images[0]) and one.captions[0] == a.captions[0]
