@@ -330,3 +330,16 @@ def test_training_batches_are_seeded_and_disjoint_from_held_out():
     assert all(s >= HELD_OUT_SEED_START for s in held_out_seeds(5))
     one = render_batch([a.seeds[0]], 32)
     assert torch.equal(one.images[0], a.images[0]) and one.captions[0] == a.captions[0]
+
+
+def test_budget_ends_by_steps_or_time():
+    from ficekit.synthetic.training import Budget
+
+    budget = Budget(steps=3)
+    assert [budget.next() for _ in range(5)] == [True, True, True, False, False] and budget.step == 3
+    timed = Budget(steps=10**9, seconds=0.05)
+    while timed.next():
+        pass
+    assert timed.elapsed >= 0.05 and timed.step >= 1
+    with pytest.raises(ValueError, match="steps"):
+        Budget(steps=0)
