@@ -1,0 +1,522 @@
+"""Train the demo bundle's StyleGAN2 generator on rendered people, with NVlabs' stylegan2-ada recipe made small.
+
+The recipe (NVlabs training/loss.py and training/training_loop.py, StyleGAN2 config, no augmentation):
+
+- non-saturating logistic loss: L_G = softplus(-D(G(z))), L_D = softplus(D(G(z))) + softplus(-D(x));
+- lazy R1 on reals every `r1_interval` D steps: (r1_gamma / 2) * |grad_x D(x)|^2, times the interval;
+- Adam, betas (0, 0.99); D's learning rate and betas adjusted for lazy regularisation (c = I / (I + 1):
+  lr * c, beta ** c). G has no regulariser here (no path-length term), so its Adam is plain;
+- G_ema: half-life `ema_kimg` thousand images, ramped up as min(ema_kimg, 0.05 * images seen);
+- per-pixel noise drawn at random during training; optional style mixing (off by default);
+- w_avg: G's mapping tracks the mean w (beta 0.995) in train mode and G_ema copies it with the other buffers,
+  as NVlabs does; at the end G_ema's w_avg is replaced by the mean of G_ema's own mapping over 10,000 z,
+  since the editor's latent regularisers and e4e start from it.
+
+Data: a pool of rendered people (training seeds only, see dataset.py), rendered once before the clock
+starts; batches are drawn from it uniformly, without horizontal flips (left/right body parts are labelled).
+
+Default architecture (DEFAULT_G_KWARGS / DEFAULT_D_KWARGS), chosen by timing on the development machine
+(2 CPU cores shared with other jobs, torch 2.15 CPU build): 64 px, z = w = 128, a 2-layer mapping, channels
+min(1024 / r, 128) = 128, 128, 64, 32, 16 at 4..64 px, no float16, no clamping; G 0.76 M parameters,
+D 0.88 M. Process CPU time per training step (G step + D step + R1 every 16th), batch 16, one thread:
+
+    channel_base / channel_max / w_dim    1024/128/128   512/128/128   1536/128/128   2048/128/128   1024/256/256
+    CPU seconds per step                  0.47-0.55      0.36          1.03           1.38           0.92
+
+(batch 8 and 32 cost 0.36 and 1.16 s: 16 is the cheapest per image; 4096/128 was an order of magnitude
+slower than the default.) From its CPU time the default runs ~2 steps/s on one idle core, so 25 minutes is
+~3,000 steps or ~48 k images (48 kimg): the default `steps`. On the shared machine a 150 s run made 0.95
+steps/s (load average ~6 on 2 cores); there, two intra-op threads were 5-10x slower than one (0.08-0.17
+steps/s), so pass cpu_threads=1 when the CPU is shared (two threads on two idle cores were not measured).
+On CUDA the default batch is 64.
+
+Output: out_dir/generator.pt in FICE's format (`save_generator`: G_ema as 'G', D, and a 'training' record
+naming this trainer). The file is written to a temporary name in out_dir and moved into place; an existing
+generator.pt is replaced only if its 'training' record says this trainer wrote it, and otherwise training
+refuses to start (FileExistsError).
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import dataclasses
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ficekit.bundle import ModelSpec
+from ficekit.checkpoint_io import CheckpointError, load_torch_file
+from ficekit.generator import Discriminator, Generator, save_generator
+from ficekit.synthetic.dataset import training_batches
+from ficekit.synthetic.training import Budget, TrainReport
+
+logger = logging.getLogger(__name__)
+
+TRAINER_ID = "ficekit.synthetic.train_gan"  # recorded in generator.pt['training']['trainer']
+OUTPUT_FILE = "generator.pt"
+
+# The generator and discriminator of the demo bundle, sized for tens of minutes of CPU training (see the
+# module docstring for the timings). img_resolution and img_channels are set by train_gan.
+DEFAULT_G_KWARGS: dict[str, Any] = {
+    "z_dim": 128,
+    "c_dim": 0,
+    "w_dim": 128,
+    "mapping_kwargs": {"num_layers": 2},
+    "synthesis_kwargs": {"channel_base": 1024, "channel_max": 128, "num_fp16_res": 0, "conv_clamp": None},
+}
+DEFAULT_D_KWARGS: dict[str, Any] = {
+    "c_dim": 0,
+    "channel_base": 1024,
+    "channel_max": 128,
+    "num_fp16_res": 0,
+    "conv_clamp": None,
+}
+
+# ----------------------------------------------------------------------------- losses
+
+
+def loss_g(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss: mean softplus(-D(G(z))) = mean -log sigmoid(D(G(z)))."""
+    return F.softplus(-fake_logits).mean()
+
+
+def loss_d(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Logistic discriminator loss: mean softplus(D(G(z))) + mean softplus(-D(x))."""
+    return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+
+
+def r1_penalty(D: torch.nn.Module, real_img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """|grad_x D(x)|^2 per real image [N] (x detached), differentiable w.r.t. D's parameters; and the logits [N, 1]."""
+    real = real_img.detach().requires_grad_(True)
+    logits = D(real)
+    (grad,) = torch.autograd.grad(outputs=[logits.sum()], inputs=[real], create_graph=True)
+    return grad.square().sum(dim=[1, 2, 3]), logits
+
+
+def r1_loss(
+    D: torch.nn.Module, real_img: torch.Tensor, gamma: float, interval: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lazy R1 term: (gamma / 2) * mean |grad_x D(x)|^2 * interval (applied every `interval` D steps).
+
+    Returns (loss, penalty [N]); the penalty is the unscaled squared gradient norm that training logs as 'r1'.
+    """
+    penalty, _ = r1_penalty(D, real_img)
+    return penalty.mean() * (gamma / 2) * interval, penalty
+
+
+def ema_beta(batch_size: int, ema_kimg: float, ema_rampup: float | None, images_seen: int) -> float:
+    """NVlabs' G_ema decay for one step: 0.5 ** (batch / half-life in images), half-life ramped up if asked."""
+    ema_nimg = ema_kimg * 1000
+    if ema_rampup is not None:
+        ema_nimg = min(ema_nimg, images_seen * ema_rampup)
+    return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
+
+
+@torch.no_grad()
+def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
+    """G_ema <- beta * G_ema + (1 - beta) * G for parameters; buffers (w_avg, noise) copied from G."""
+    for p_ema, p in zip(G_ema.parameters(), G.parameters(), strict=True):
+        p_ema.copy_(p.lerp(p_ema, beta))
+    for b_ema, b in zip(G_ema.buffers(), G.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+@torch.no_grad()
+def estimate_w_avg(G: Generator, n: int = 10_000, seed: int = 0, batch: int = 2_000) -> torch.Tensor:
+    """Mean of G's mapping output over `n` seeded z ~ N(0, I): the w_avg truncation and the editor start from."""
+    device = G.mapping.w_avg.device
+    gen = torch.Generator().manual_seed(seed)
+    total = torch.zeros([G.w_dim], dtype=torch.float64, device=device)
+    for start in range(0, n, batch):
+        z = torch.randn([min(batch, n - start), G.z_dim], generator=gen).to(device)
+        total += G.mapping(z, skip_w_avg_update=True)[:, 0].double().sum(dim=0)
+    return (total / n).float()
+
+
+# ----------------------------------------------------------------------------- quality proxies
+
+
+def pixel_fd(a: torch.Tensor, b: torch.Tensor, thumb: int = 8) -> float:
+    """Frechet distance between Gaussians fitted to `thumb` x `thumb` area-averaged thumbnails of two image sets.
+
+    a, b: [N, 3, H, W] in [0, 1]. A cheap, Inception-free proxy (not FID): it sees colour layout and coarse
+    shape, not texture; with a few hundred images per set its covariance is noisy, so compare it with the
+    value between two real sets.
+    """
+    fa = F.adaptive_avg_pool2d(a.float(), thumb).flatten(1).double().cpu()
+    fb = F.adaptive_avg_pool2d(b.float(), thumb).flatten(1).double().cpu()
+    mu_a, mu_b = fa.mean(0), fb.mean(0)
+    cov_a, cov_b = torch.cov(fa.T), torch.cov(fb.T)
+    evals, evecs = torch.linalg.eigh(cov_a)
+    sqrt_a = evecs @ torch.diag(evals.clamp(min=0).sqrt()) @ evecs.T
+    inner = sqrt_a @ cov_b @ sqrt_a
+    tr_sqrt = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()
+    fd = (mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * tr_sqrt
+    return float(fd.clamp(min=0))
+
+
+def colour_moment_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Euclidean distance between the (per-channel mean, per-channel std) of two image sets [N, 3, H, W] in [0, 1]."""
+
+    def moments(x: torch.Tensor) -> torch.Tensor:
+        x = x.float().transpose(0, 1).flatten(1)
+        return torch.cat([x.mean(1), x.std(1)])
+
+    return float((moments(a) - moments(b)).norm())
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def render_pool(n: int, size: int, seed: int = 0, progress: bool = True) -> torch.Tensor:
+    """`n` rendered training people [n, 3, size, size] as uint8 (seeded; training seed range only)."""
+    if n < 1:
+        raise ValueError(f"render_pool: n must be >= 1, got {n}")
+    chunk = min(n, 256)
+    batches = training_batches(chunk, size, seed=seed)
+    parts: list[torch.Tensor] = []
+    with tqdm(total=n, desc="rendering people", unit="img", disable=not progress) as bar:
+        while sum(len(p) for p in parts) < n:
+            images = next(batches).images
+            parts.append(images.mul(255).round().to(torch.uint8))
+            bar.update(len(images))
+    return torch.cat(parts)[:n]
+
+
+def _to_signed(images_u8: torch.Tensor) -> torch.Tensor:
+    return images_u8.to(torch.float32) / 127.5 - 1
+
+
+def _check_data(data: torch.Tensor, resolution: int) -> torch.Tensor:
+    if not isinstance(data, torch.Tensor) or data.ndim != 4 or tuple(data.shape[1:]) != (3, resolution, resolution):
+        got = list(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__
+        raise ValueError(f"train_gan: data must be [N, 3, {resolution}, {resolution}] in [0, 1], got {got}")
+    if data.shape[0] < 1:
+        raise ValueError("train_gan: data holds no images")
+    return data.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+# ----------------------------------------------------------------------------- output file
+
+
+def _written_by_this_trainer(path: Path) -> bool:
+    try:
+        ckpt = load_torch_file(path, "generator checkpoint")
+    except CheckpointError:
+        return False
+    training = ckpt.get("training") if isinstance(ckpt, dict) else None
+    return isinstance(training, dict) and training.get("trainer") == TRAINER_ID
+
+
+def _check_replaceable(path: Path) -> None:
+    if path.exists() and not _written_by_this_trainer(path):
+        raise FileExistsError(
+            f"train_gan: {path} exists and was not written by {TRAINER_ID}; refusing to replace it "
+            "(move it away or choose another out_dir)"
+        )
+
+
+def _save(G_ema: Generator, D: Discriminator, path: Path, training: dict[str, Any]) -> None:
+    _check_replaceable(path)  # again: something may have appeared while training
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        save_generator(G_ema, tmp, D=D, extra={"training": training})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _merged(defaults: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """`defaults` updated by `overrides`; nested dicts (mapping_kwargs, ...) are updated key by key."""
+    out = copy.deepcopy(defaults)
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _run_G(G: Generator, z: torch.Tensor, style_mixing_prob: float) -> torch.Tensor:
+    ws = G.mapping(z)
+    if style_mixing_prob > 0 and float(torch.rand([])) < style_mixing_prob:
+        cutoff = int(torch.randint(1, ws.shape[1], []))
+        ws[:, cutoff:] = G.mapping(torch.randn_like(z), skip_w_avg_update=True)[:, cutoff:]
+    return G.synthesis(ws, noise_mode="random")
+
+
+def _sanitise_grads(module: torch.nn.Module) -> None:
+    for p in module.parameters():
+        if p.grad is not None:
+            torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+
+
+@torch.no_grad()
+def _samples_01(G: Generator, n: int, seed: int, batch: int = 64) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    device = G.mapping.w_avg.device
+    out = [
+        G(torch.randn([min(batch, n - i), G.z_dim], generator=gen).to(device), noise_mode="const").add(1).div(2)
+        for i in range(0, n, batch)
+    ]
+    return torch.cat(out).clamp(0, 1).cpu()
+
+
+def _quality(G: Generator, reals_01: torch.Tensor, seed: int) -> dict[str, float]:
+    fakes = _samples_01(G, len(reals_01), seed)
+    return {"pixel_fd8": pixel_fd(fakes, reals_01), "colour_moment_dist": colour_moment_distance(fakes, reals_01)}
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The resolved settings of one run (defaults filled in), as `_train` uses them."""
+
+    steps: int
+    time_budget_s: float | None
+    batch_size: int
+    lr: float
+    r1_gamma: float
+    r1_interval: int
+    ema_kimg: float
+    ema_rampup: float | None
+    style_mixing_prob: float
+    log_every: int
+    n_eval: int
+    seed: int
+    progress: bool
+
+
+def train_gan(
+    out_dir: str | os.PathLike,
+    *,
+    resolution: int = 64,                    # Image side in px (a power of two >= 4).
+    steps: int = 3_000,                      # Training steps (one G and one D update each); ~25 min, see above.
+    time_budget_s: float | None = None,      # Wall-clock limit of the training loop; None = `steps` only.
+    batch_size: int | None = None,           # Images per step, 1..4 or a multiple of 4; None = 16 on CPU, 64 on CUDA.
+    device: str | torch.device = "cpu",      # 'cpu', 'cuda', 'cuda:1', ...
+    seed: int = 0,                           # Seeds the weights, latents, batches and the rendered pool.
+    progress: bool = True,                   # tqdm bars for rendering and training.
+    g_kwargs: dict[str, Any] | None = None,  # Updates DEFAULT_G_KWARGS (nested dicts key by key).
+    d_kwargs: dict[str, Any] | None = None,  # Updates DEFAULT_D_KWARGS (nested dicts key by key).
+    lr: float = 0.0025,                      # Adam learning rate (NVlabs' value below 1024 px).
+    r1_gamma: float | None = None,           # R1 weight; None = NVlabs' auto value 0.0002 * resolution^2 / batch.
+    r1_interval: int = 16,                   # Lazy R1 every this many D steps; 1 = every step.
+    ema_kimg: float | None = None,           # G_ema half-life in thousands of images; None = batch * 10 / 32.
+    ema_rampup: float | None = 0.05,         # Half-life at most this times the images seen; None = no rampup.
+    style_mixing_prob: float = 0.0,          # Probability of mixing two latents in a G batch; 0 = off.
+    pool_size: int = 5_000,                  # Rendered people in the pool (~6 ms each at 64 px); not with `data`.
+    data: torch.Tensor | None = None,        # Train on these images [N, 3, R, R] in [0, 1] instead; None = render.
+    log_every: int = 100,                    # Log every this many steps; final loss metrics average this window.
+    n_eval: int = 256,                       # Generated and real images for the quality proxies.
+    cpu_threads: int | None = None,          # torch intra-op CPU threads while training (restored after); None = as is.
+) -> TrainReport:
+    """Train ficekit's StyleGAN2 Generator and Discriminator on rendered people; write out_dir/generator.pt.
+
+    Stops after `steps` steps or `time_budget_s` seconds of training, whichever comes first (rendering the
+    pool happens before that clock starts). The file holds G_ema (as FICE's 'G'), D, and a 'training' record.
+    Deterministic for a seed on CPU; on CUDA, cuDNN may make runs differ slightly. The caller's global RNG
+    state is left as it was.
+
+    Returns a TrainReport (role 'generator', format 'fice') whose metrics are means over the last `log_every`
+    steps of loss_d, loss_g, real_logit, fake_logit and r1 (unscaled mean |grad_x D|^2 of the recent R1 steps),
+    plus two cheap quality proxies of G_ema against training images: pixel_fd8 (Frechet distance of 8x8
+    thumbnails, not FID) and colour_moment_dist (distance of per-channel colour means and stds), each also as
+    '<name>_init' before training, and pixel_fd8_real_floor (the same distance between two sets of real
+    images, when the pool holds 2 * n_eval); kimg and steps_per_s.
+
+    Raises:
+        ValueError: bad sizes or settings.
+        FileExistsError: out_dir/generator.pt exists and was not written by this trainer.
+    """
+    if resolution < 4 or resolution & (resolution - 1):
+        raise ValueError(f"train_gan: resolution must be a power of two >= 4, got {resolution}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train_gan: device is CUDA but torch sees no CUDA device")
+    if batch_size is None:
+        batch_size = 64 if dev.type == "cuda" else 16
+    if batch_size < 1 or (batch_size > 4 and batch_size % 4):
+        raise ValueError(f"train_gan: batch_size must be 1..4 or a multiple of 4 (minibatch std), got {batch_size}")
+    if r1_interval < 1:
+        raise ValueError(f"train_gan: r1_interval must be >= 1, got {r1_interval}")
+    if log_every < 1 or n_eval < 2:
+        raise ValueError(f"train_gan: log_every must be >= 1 and n_eval >= 2, got {log_every} and {n_eval}")
+    if cpu_threads is not None and cpu_threads < 1:
+        raise ValueError(f"train_gan: cpu_threads must be >= 1 or None, got {cpu_threads}")
+    if not 0 <= style_mixing_prob <= 1:
+        raise ValueError(f"train_gan: style_mixing_prob must be in [0, 1], got {style_mixing_prob}")
+    Budget(steps, time_budget_s)  # validates steps and the time limit before any work
+    out = Path(out_dir)
+    path = out / OUTPUT_FILE
+    _check_replaceable(path)  # fail before training, not after it
+    settings = _Settings(
+        steps=steps,
+        time_budget_s=time_budget_s,
+        batch_size=batch_size,
+        lr=lr,
+        r1_gamma=0.0002 * resolution**2 / batch_size if r1_gamma is None else r1_gamma,
+        r1_interval=r1_interval,
+        ema_kimg=batch_size * 10 / 32 if ema_kimg is None else ema_kimg,
+        ema_rampup=ema_rampup,
+        style_mixing_prob=style_mixing_prob,
+        log_every=log_every,
+        n_eval=n_eval,
+        seed=seed,
+        progress=progress,
+    )
+    gk = _merged(DEFAULT_G_KWARGS, g_kwargs) | {"img_resolution": resolution, "img_channels": 3}
+    dk = _merged(DEFAULT_D_KWARGS, d_kwargs) | {"img_resolution": resolution, "img_channels": 3}
+
+    t0 = time.perf_counter()
+    pool = _check_data(data, resolution) if data is not None else render_pool(pool_size, resolution, seed, progress)
+    data_seconds = time.perf_counter() - t0
+    logger.info("train_gan: %d training images of %d px ready in %.1f s", len(pool), resolution, data_seconds)
+
+    fork_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    threads = torch.get_num_threads()
+    try:
+        if cpu_threads is not None:
+            torch.set_num_threads(cpu_threads)
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(seed)
+            G_ema, D, steps_done, seconds, metrics = _train(pool.to(dev), gk, dk, dev, settings)
+    finally:
+        torch.set_num_threads(threads)
+
+    config: dict[str, Any] = {
+        "trainer": TRAINER_ID,
+        **{k: v for k, v in dataclasses.asdict(settings).items() if k not in ("steps", "progress")},
+        "steps_requested": steps,
+        "resolution": resolution,
+        "device": str(dev),
+        "betas": [0.0, 0.99],
+        "noise_mode": "random",
+        "xflip": False,
+        "path_length_reg": False,
+        "data": "given" if data is not None else "rendered",
+        "pool_size": len(pool),
+        "data_seconds": round(data_seconds, 1),
+        "cpu_threads": cpu_threads if cpu_threads is not None else threads,
+        "g_kwargs": copy.deepcopy(G_ema.init_kwargs),
+        "d_kwargs": copy.deepcopy(D.init_kwargs),
+        "g_params": sum(p.numel() for p in G_ema.parameters()),
+        "d_params": sum(p.numel() for p in D.parameters()),
+    }
+    training = {"trainer": TRAINER_ID, "steps": steps_done, "seconds": round(seconds, 1), "metrics": metrics}
+    _save(G_ema, D, path, training | {"config": config})
+    logger.info(
+        "train_gan: wrote %s (%d steps, %.1f s): %s",
+        path,
+        steps_done,
+        seconds,
+        ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()),
+    )
+    return TrainReport(
+        role="generator",
+        spec=ModelSpec(OUTPUT_FILE, "fice"),
+        steps=steps_done,
+        seconds=seconds,
+        metrics=metrics,
+        config=config,
+    )
+
+
+def _train(
+    pool: torch.Tensor, gk: dict[str, Any], dk: dict[str, Any], dev: torch.device, s: _Settings
+) -> tuple[Generator, Discriminator, int, float, dict[str, float]]:
+    """The training loop, under an already seeded global RNG; returns G_ema, D, steps, seconds and metrics."""
+    G = Generator(**gk).train().requires_grad_(False).to(dev)
+    D = Discriminator(**dk).train().requires_grad_(False).to(dev)
+    G_ema = copy.deepcopy(G).eval()
+    opt_g = torch.optim.Adam(G.parameters(), lr=s.lr, betas=(0.0, 0.99), eps=1e-8)
+    c = s.r1_interval / (s.r1_interval + 1) if s.r1_gamma > 0 else 1.0  # NVlabs' lazy-regularisation adjustment
+    opt_d = torch.optim.Adam(D.parameters(), lr=s.lr * c, betas=(0.0, 0.99**c), eps=1e-8)
+
+    eval_idx = torch.randperm(len(pool), generator=torch.Generator().manual_seed(s.seed + 1)).to(pool.device)
+    n_eval = min(s.n_eval, len(pool))
+    reals_01 = pool[eval_idx[:n_eval]].float().cpu() / 255
+    metrics = {f"{k}_init": v for k, v in _quality(G_ema, reals_01, s.seed + 2).items()}
+    if len(pool) >= 2 * n_eval:
+        metrics["pixel_fd8_real_floor"] = pixel_fd(pool[eval_idx[n_eval : 2 * n_eval]].float().cpu() / 255, reals_01)
+
+    recent: dict[str, collections.deque[float]] = {
+        k: collections.deque(maxlen=s.log_every) for k in ("loss_d", "loss_g", "real_logit", "fake_logit")
+    }
+    recent["r1"] = collections.deque(maxlen=math.ceil(s.log_every / s.r1_interval))  # R1 runs every r1_interval
+    budget = Budget(s.steps, s.time_budget_s)
+    bar = tqdm(total=s.steps, desc="training GAN", unit="step", disable=not s.progress)
+    images_seen = 0
+    while budget.next():
+        step = budget.step
+        real = _to_signed(pool[torch.randint(len(pool), [s.batch_size], device=pool.device)])
+
+        # G: maximise D's logits for generated images (D's weights get no gradient).
+        G.requires_grad_(True)
+        fake_logits = D(_run_G(G, torch.randn([s.batch_size, G.z_dim], device=dev), s.style_mixing_prob))
+        lg = loss_g(fake_logits)
+        opt_g.zero_grad(set_to_none=True)
+        lg.backward()
+        _sanitise_grads(G)
+        opt_g.step()
+        G.requires_grad_(False)
+
+        # D: logistic loss on reals and fresh fakes, then lazy R1 on the same reals.
+        D.requires_grad_(True)
+        with torch.no_grad():
+            fake = _run_G(G, torch.randn([s.batch_size, G.z_dim], device=dev), s.style_mixing_prob)
+        real_logits, fake_logits = D(real), D(fake)
+        ld = loss_d(real_logits, fake_logits)
+        opt_d.zero_grad(set_to_none=True)
+        ld.backward()
+        _sanitise_grads(D)
+        opt_d.step()
+        if s.r1_gamma > 0 and (step - 1) % s.r1_interval == 0:
+            lr1, penalty = r1_loss(D, real, s.r1_gamma, s.r1_interval)
+            opt_d.zero_grad(set_to_none=True)
+            lr1.backward()
+            _sanitise_grads(D)
+            opt_d.step()
+            recent["r1"].append(float(penalty.detach().mean()))
+        D.requires_grad_(False)
+
+        update_ema(G_ema, G, ema_beta(s.batch_size, s.ema_kimg, s.ema_rampup, images_seen))
+        images_seen += s.batch_size
+
+        values = torch.stack([ld, lg, real_logits.mean(), fake_logits.mean()]).detach().tolist()  # one device sync
+        for key, value in zip(("loss_d", "loss_g", "real_logit", "fake_logit"), values, strict=True):
+            recent[key].append(value)
+        bar.update(1)
+        if step % s.log_every == 0 or step == 1:
+            means = {k: float(np.mean(v)) for k, v in recent.items() if v}
+            bar.set_postfix({k: f"{v:.3g}" for k, v in means.items()}, refresh=False)
+            logger.info(
+                "train_gan: step %d, %.1f kimg, %.0f s: %s",
+                step,
+                images_seen / 1000,
+                budget.elapsed,
+                ", ".join(f"{k} {v:.4g}" for k, v in means.items()),
+            )
+    bar.close()
+    seconds = budget.elapsed
+    steps_done = budget.step
+
+    G_ema.mapping.w_avg.copy_(estimate_w_avg(G_ema, seed=s.seed + 3))
+    metrics.update({k: float(np.mean(v)) for k, v in recent.items() if v})  # no 'r1' when r1_gamma is 0
+    metrics.update(_quality(G_ema, reals_01, s.seed + 2))
+    metrics["kimg"] = images_seen / 1000
+    metrics["steps_per_s"] = steps_done / max(seconds, 1e-9)
+    return G_ema, D, steps_done, seconds, metrics

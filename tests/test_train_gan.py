@@ -1,0 +1,235 @@
+"""The demo GAN trainer: loss values, R1, EMA, quality proxies, output file, budget, learning and determinism."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ficekit.generator import load_discriminator, load_generator
+from ficekit.synthetic.train_gan import (
+    TRAINER_ID,
+    colour_moment_distance,
+    ema_beta,
+    estimate_w_avg,
+    loss_d,
+    loss_g,
+    pixel_fd,
+    r1_loss,
+    r1_penalty,
+    train_gan,
+)
+
+# Tiny networks: a few thousand parameters, milliseconds per step.
+TINY_G = {
+    "z_dim": 16,
+    "w_dim": 16,
+    "mapping_kwargs": {"num_layers": 1},
+    "synthesis_kwargs": {"channel_base": 128, "channel_max": 16},
+}
+TINY_D = {"channel_base": 128, "channel_max": 16}
+TINY = {"g_kwargs": TINY_G, "d_kwargs": TINY_D, "progress": False, "n_eval": 32}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convolutions gain nothing from intra-op threads, and on a shared machine threads make them crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+# ----------------------------------------------------------------------------- losses on known values
+
+
+def test_losses_are_the_logistic_gan_losses():
+    real = torch.tensor([[0.0], [2.0]])
+    fake = torch.tensor([[0.0], [-1.0]])
+    want_g = (_softplus(-0.0) + _softplus(1.0)) / 2  # -log sigmoid(fake)
+    want_d = (_softplus(0.0) + _softplus(-1.0)) / 2 + (_softplus(-0.0) + _softplus(-2.0)) / 2
+    assert loss_g(fake).item() == pytest.approx(want_g, rel=1e-6)
+    assert loss_d(real, fake).item() == pytest.approx(want_d, rel=1e-6)
+    # A perfect D (large real, very negative fake logits) has a near-zero loss; G's loss is then large.
+    assert loss_d(torch.full([4, 1], 20.0), torch.full([4, 1], -20.0)).item() < 1e-8
+    assert loss_g(torch.full([4, 1], -20.0)).item() == pytest.approx(20.0, rel=1e-6)
+
+
+class _LinearD(torch.nn.Module):
+    """D(x) = sum(a * x) per image, so grad_x D = a and |grad_x D|^2 = |a|^2."""
+
+    def __init__(self, a: torch.Tensor) -> None:
+        super().__init__()
+        self.a = torch.nn.Parameter(a.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.a).sum(dim=[1, 2, 3]).unsqueeze(1)
+
+
+def test_r1_penalty_is_squared_input_gradient_norm():
+    a = torch.randn([3, 4, 4], generator=torch.Generator().manual_seed(0))
+    D = _LinearD(a)
+    x = torch.randn([5, 3, 4, 4])
+    penalty, logits = r1_penalty(D, x)
+    assert penalty.shape == (5,) and logits.shape == (5, 1)
+    torch.testing.assert_close(penalty, a.square().sum().expand(5))
+
+    gamma, interval = 0.5, 16
+    loss, penalty = r1_loss(D, x, gamma, interval)
+    assert loss.item() == pytest.approx(gamma / 2 * a.square().sum().item() * interval, rel=1e-5)
+    # The penalty is differentiable w.r.t. D's weights: d/da [gamma/2 * |a|^2 * I] = gamma * I * a.
+    loss.backward()
+    torch.testing.assert_close(D.a.grad, gamma * interval * a)
+
+
+def test_ema_beta_follows_nvlabs_half_life_and_rampup():
+    # Without rampup: after ema_kimg thousand images the old weights count half.
+    beta = ema_beta(batch_size=32, ema_kimg=10, ema_rampup=None, images_seen=0)
+    assert beta ** (10_000 / 32) == pytest.approx(0.5)
+    # With rampup the half-life is at most rampup * images seen: 0 images -> G_ema copies G.
+    assert ema_beta(32, 10, 0.05, images_seen=0) == 0.0
+    assert ema_beta(32, 10, 0.05, images_seen=64_000) == pytest.approx(0.5 ** (32 / 3200))
+    assert ema_beta(32, 10, 0.05, images_seen=10**9) == pytest.approx(beta)
+
+
+def test_quality_proxies_on_known_shifts():
+    x = torch.rand([64, 3, 16, 16], generator=torch.Generator().manual_seed(1)) * 0.5
+    assert pixel_fd(x, x) == pytest.approx(0.0, abs=1e-6)
+    # A constant shift moves only the means: FD = 192 features * shift^2; colour means move by shift per channel.
+    assert pixel_fd(x + 0.2, x) == pytest.approx(192 * 0.04, rel=1e-4)
+    assert colour_moment_distance(x + 0.2, x) == pytest.approx(math.sqrt(3) * 0.2, rel=1e-4)
+    assert colour_moment_distance(x, x) == pytest.approx(0.0, abs=1e-7)
+
+
+# ----------------------------------------------------------------------------- a tiny run end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("gan")
+    report = train_gan(out, resolution=32, steps=10, batch_size=8, pool_size=64, log_every=5, **TINY)
+    torch.set_num_threads(threads)
+    return out, report
+
+
+def test_tiny_run_writes_a_loadable_fice_generator(tiny_run):
+    out, report = tiny_run
+    G = load_generator(out / "generator.pt")
+    assert G.img_resolution == 32 and G.z_dim == 16
+    with torch.no_grad():
+        img = G(torch.randn([3, G.z_dim]))
+    assert img.shape == (3, 3, 32, 32) and torch.isfinite(img).all()
+    D = load_discriminator(out / "generator.pt")
+    assert D(img).shape == (3, 1)
+
+    assert report.role == "generator" and report.spec.file == "generator.pt" and report.spec.format == "fice"
+    assert report.steps == 10 and report.seconds > 0
+    for key in ("loss_d", "loss_g", "r1", "real_logit", "fake_logit", "pixel_fd8", "colour_moment_dist",
+                "pixel_fd8_init", "pixel_fd8_real_floor", "kimg"):
+        assert math.isfinite(report.metrics[key]), key
+    assert report.metrics["kimg"] == pytest.approx(0.08)
+    assert report.config["batch_size"] == 8 and report.config["data"] == "rendered"
+    assert report.config["g_kwargs"] == G.init_kwargs
+    ckpt = torch.load(out / "generator.pt", map_location="cpu", weights_only=True)
+    assert ckpt["training"]["trainer"] == TRAINER_ID and ckpt["training"]["steps"] == 10
+
+
+def test_saved_w_avg_is_the_mean_of_the_saved_mapping(tiny_run):
+    out, _ = tiny_run
+    G = load_generator(out / "generator.pt")
+    w_avg = G.mapping.w_avg.clone()
+    assert w_avg.abs().sum() > 0
+    fresh = estimate_w_avg(G, n=20_000, seed=123)  # other latents than the trainer's
+    spread = G.mapping(torch.randn([2000, G.z_dim]))[:, 0].std(0)
+    assert ((w_avg - fresh).abs() < 0.05 * spread + 1e-6).all()
+
+
+def test_rerun_replaces_its_own_file_but_never_a_foreign_one(tiny_run, tmp_path):
+    out, _ = tiny_run
+    before = (out / "generator.pt").stat().st_mtime_ns
+    data = torch.rand([16, 3, 32, 32])
+    train_gan(out, resolution=32, steps=2, batch_size=8, data=data, **TINY)
+    assert (out / "generator.pt").stat().st_mtime_ns != before
+    assert load_generator(out / "generator.pt").img_resolution == 32
+    assert [p.name for p in out.iterdir()] == ["generator.pt"]  # no temporary file left behind
+
+    foreign = tmp_path / "generator.pt"
+    foreign.write_bytes(b"someone else's generator")
+    with pytest.raises(FileExistsError, match="not written by"):
+        train_gan(tmp_path, resolution=32, steps=2, batch_size=8, data=data, **TINY)
+    assert foreign.read_bytes() == b"someone else's generator"
+
+
+def test_time_budget_ends_training_early(tmp_path):
+    data = torch.rand([16, 3, 16, 16])
+    report = train_gan(tmp_path, resolution=16, steps=1_000_000, time_budget_s=0.5, batch_size=4, data=data, **TINY)
+    assert 1 <= report.steps < 1_000_000
+    assert report.seconds < 0.5 + 1.0  # the step running when time ran out finishes
+    assert load_generator(tmp_path / "generator.pt").img_resolution == 16
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 6}, "multiple of 4"),
+        ({"data": torch.rand([8, 3, 8, 8])}, r"\[N, 3, 16, 16\]"),
+        ({"steps": 0}, "steps"),
+        ({"time_budget_s": 0}, "seconds"),
+        ({"style_mixing_prob": 1.5}, "style_mixing_prob"),
+        ({"resolution": 24}, "power of two"),
+    ],
+)
+def test_bad_settings_are_refused_before_training(tmp_path, kwargs, match):
+    args = {"resolution": 16, "steps": 2, "batch_size": 4, "data": torch.rand([8, 3, 16, 16]), **TINY} | kwargs
+    with pytest.raises(ValueError, match=match):
+        train_gan(tmp_path, **args)
+    assert not (tmp_path / "generator.pt").exists()
+
+
+# ----------------------------------------------------------------------------- it learns, repeatably
+
+
+def test_training_moves_generated_colour_to_the_data(tmp_path):
+    target = torch.tensor([0.9, 0.15, 0.2])  # every training image is this flat colour
+    data = target.view(1, 3, 1, 1).expand(64, 3, 16, 16).clone()
+    report = train_gan(tmp_path, resolution=16, steps=100, batch_size=8, data=data, seed=0, **TINY)
+    G = load_generator(tmp_path / "generator.pt")
+    with torch.no_grad():
+        img = G(torch.randn([64, G.z_dim], generator=torch.Generator().manual_seed(7))).add(1).div(2)
+    start = report.metrics["colour_moment_dist_init"]  # untrained G: colour means and stds far from the data's
+    end = float((img.mean(dim=[0, 2, 3]) - target).norm())  # mean colour of the trained G
+    assert start > 0.5
+    assert end < 0.15 and end < 0.3 * start, (start, end)
+    assert report.metrics["colour_moment_dist"] < 0.5 * start
+    assert report.metrics["real_logit"] > report.metrics["fake_logit"]  # D still tells them apart
+
+
+def test_same_seed_gives_identical_weights(tmp_path):
+    data = torch.rand([32, 3, 16, 16], generator=torch.Generator().manual_seed(3))
+
+    def weights(name: str, seed: int) -> dict[str, torch.Tensor]:
+        train_gan(tmp_path / name, resolution=16, steps=3, batch_size=4, data=data, seed=seed, r1_interval=2, **TINY)
+        ckpt = torch.load(tmp_path / name / "generator.pt", map_location="cpu", weights_only=True)
+        return {**{f"G.{k}": v for k, v in ckpt["G"].items()}, **{f"D.{k}": v for k, v in ckpt["D"].items()}}
+
+    a, b, c = weights("a", 0), weights("b", 0), weights("c", 1)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_training_leaves_the_global_rng_alone(tmp_path):
+    data = torch.rand([8, 3, 16, 16])
+    torch.manual_seed(11)
+    expected = torch.rand(4)
+    torch.manual_seed(11)
+    train_gan(Path(tmp_path), resolution=16, steps=2, batch_size=4, data=data, **TINY)
+    torch.testing.assert_close(torch.rand(4), expected)
