@@ -1,0 +1,154 @@
+"""The demo CLIP trainer with a tiny config: the file it writes and how it loads, budget, loss, determinism, metrics."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ficekit.bundle import load_model
+from ficekit.perception.clip import ClipGuide, load_clip
+from ficekit.synthetic.dataset import render_batch
+from ficekit.synthetic.train_clip import (
+    CLIP_FILE,
+    PATTERN_PROMPT_WORDS,
+    build_trainable_clip,
+    contrastive_loss,
+    default_clip_config,
+    evaluate_clip,
+    train_clip,
+)
+from ficekit.synthetic.world import PALETTE, PATTERNS, render_attributes
+
+TINY = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+FAST = {"batch_size": 4, "progress": False, "model_config": TINY, "eval_samples": 8}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models train several times faster on one thread than on two (and leave a core to others)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_writes_a_clip_that_the_bundle_loads_with_the_same_features(tmp_path: Path) -> None:
+    (tmp_path / "other.txt").write_text("keep")
+    report = train_clip(tmp_path, steps=2, model_name="test-clip", **FAST)
+    assert report.role == "clip" and report.spec.file == CLIP_FILE and report.spec.format == "open_clip"
+    assert report.spec.kwargs == {"model_name": "test-clip", "model_config": TINY}
+    assert report.steps == 2 and report.seconds > 0
+    expected = {"colour_accuracy", "pattern_accuracy", "retrieval_top1", "loss_start", "loss_end", "steps_per_s"}
+    assert expected <= set(report.metrics)
+    assert all(math.isfinite(v) for v in report.metrics.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CLIP_FILE, "other.txt"])
+
+    loaded = load_model("clip", report.spec, tmp_path)
+    assert isinstance(loaded, ClipGuide) and loaded.image_size == (32, 32) and loaded.context_length == 77
+    # The trainer's construction with the file's weights = what the bundle loader builds: same
+    # architecture (strict keys), same preprocessing, same tokenizer, same features.
+    trained = build_trainable_clip("test-clip", TINY, seed=5)
+    trained.model.load_state_dict(torch.load(tmp_path / CLIP_FILE, weights_only=True), strict=True)
+    trained.model.eval()
+    assert torch.equal(trained.mean, loaded.mean) and torch.equal(trained.std, loaded.std)
+    images = render_batch([3, 4], 48).images  # 48 px: exercises the area resize to 32
+    assert torch.equal(trained.preprocess(images), loaded.preprocess(images))
+    texts = ["a red t-shirt", "a person wearing blue polka dot trousers"]
+    assert torch.equal(trained.tokenize(texts), loaded.tokenize(texts))
+    with torch.no_grad():
+        torch.testing.assert_close(trained.encode_image(images), loaded.encode_image(images))
+        torch.testing.assert_close(F.normalize(trained.model.encode_text(trained.tokenize(texts)), dim=-1),
+                                   loaded.encode_text(texts))  # fmt: skip
+
+
+def test_default_config_is_a_small_clip() -> None:
+    cfg = default_clip_config(64)
+    vision, text = cfg["vision_cfg"], cfg["text_cfg"]
+    assert (vision["image_size"], vision["patch_size"]) == (64, 8)
+    assert 128 <= text["width"] <= 256 and 2 <= text["layers"] <= 4 and text["context_length"] == 77
+    assert 128 <= cfg["embed_dim"] <= 256
+    guide = load_clip("demo-clip", None, model_config=cfg)
+    assert guide.image_size == (64, 64)
+    assert sum(p.numel() for p in guide.parameters()) < 12_000_000
+    with pytest.raises(ValueError, match="multiple of 8"):
+        default_clip_config(60)
+
+
+def test_time_budget_ends_training(tmp_path: Path) -> None:
+    report = train_clip(tmp_path, steps=500, time_budget_s=0.5, **FAST)
+    assert 1 <= report.steps < 500
+    # The budget is checked before each step, so the loop ends at most one step late; slack for a loaded machine.
+    assert report.seconds < 0.5 + 10.0
+
+
+def test_contrastive_loss_falls_on_a_fixed_batch() -> None:
+    batch = render_batch(list(range(8)), 32)
+    texts = [c[0] for c in batch.captions]
+    guide = build_trainable_clip("test-clip", TINY, seed=0)
+    optimizer = torch.optim.Adam(guide.model.parameters(), lr=2e-3)
+    history = []
+    for _ in range(30):
+        loss = contrastive_loss(guide, batch.images, texts)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(float(loss.detach()))
+    # Measured: 3.03 -> 0.011 (chance level is about ln 8 = 2.08).
+    assert history[-1] < 0.2 * math.log(8) and history[-1] < 0.2 * history[0], history
+
+
+def test_same_seed_same_weights(tmp_path: Path) -> None:
+    states = {}
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        train_clip(tmp_path / name, steps=2, seed=seed, **FAST)
+        states[name] = torch.load(tmp_path / name / CLIP_FILE, weights_only=True)
+    a, b, c = states["a"], states["b"], states["c"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+class _Oracle:
+    """Stands in for a ClipGuide that knows the answer: an image's features name its top's colour and pattern,
+    a text's features the palette colour and prompt pattern word it mentions."""
+
+    def __init__(self, seeds: list[int]) -> None:
+        self.mean = torch.zeros(1, 3, 1, 1)
+        self.people = [render_attributes(s) for s in seeds]
+        self.names = list(PALETTE) + list(PATTERNS)
+
+    def _vector(self, names: list[str]) -> torch.Tensor:
+        v = torch.zeros(len(self.names))
+        for n in names:
+            v[self.names.index(n)] = 1
+        return v
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        assert images.shape[0] == len(self.people)
+        tops = [a.upper or a.dress for a in self.people]
+        return F.normalize(torch.stack([self._vector([g.colour, g.pattern]) for g in tops]), dim=-1)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        rows = []
+        for text in texts:
+            padded = f" {text} "
+            names = [c for c in PALETTE if f" {c} " in padded]
+            names += [p for p, word in PATTERN_PROMPT_WORDS.items() if f" {word} " in padded]
+            rows.append(self._vector(names))
+        return F.normalize(torch.stack(rows), dim=-1, eps=1e-6)
+
+
+def test_zero_shot_metrics_score_a_perfect_model_perfectly() -> None:
+    seeds = list(range(40))
+    metrics = evaluate_clip(_Oracle(seeds), seeds, size=16)
+    assert metrics["colour_accuracy"] == 1.0 and metrics["pattern_accuracy"] == 1.0
+    assert metrics["eval_garments"] == sum(render_attributes(s).outerwear is None for s in seeds)
+    assert metrics["colour_chance"] == 1 / len(PALETTE) and metrics["pattern_chance"] == 1 / len(PATTERNS)
+    assert 0.0 <= metrics["retrieval_top1"] <= 1.0
