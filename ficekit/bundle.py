@@ -11,6 +11,10 @@ bundle.json (format_version 1)::
         "encoder":   {"file": "e4e.pt", "format": "e4e", "kwargs": {}},
         "densepose": {"file": "densepose.pkl", "format": "detectron2", "kwargs": {"config": "R_50_FPN_s1x"}},
         "segmenter": {"file": "segmentator.pt", "format": "fice_deeplab", "kwargs": {}},
+                     # or FICE's classes read off the parser (a bundle without FICE's segmenter, e.g. demo):
+                     # {"file": "parser.pt", "format": "parser_view",
+                     #  "kwargs": {"parser": {...the parser record's kwargs...},
+                     #             "groups": {"background": ["background"], "body": [...], "head": ["head", "hair"]}}}
         "parser":    {"file": "parser.pt", "format": "parser",
                       "kwargs": {"labels": {"background": 0, ...}, "input_kind": "imagenet",
                                  "architecture": {"type": "deeplabv3_resnet50"}, "groups": {"head": [...]}}},
@@ -28,6 +32,11 @@ Roles and formats (FORMATS); kwargs go to the format's loader:
     encoder    'e4e'                              encoder_kwargs (default: recorded in / read off the file)
     densepose  'detectron2'                       config: a DensePose config name or dict (required)
     segmenter  'fice_deeplab'                     architecture (default FICE's DeepLabV3-ResNet50)
+               'parser_view'                      parser (required: a parser's kwargs as in the parser record;
+                                                  the file is that parser's file), groups (required: FICE class
+                                                  'background' / 'body' / 'head' -> parser class names, a
+                                                  partition of the parser's classes); loads a
+                                                  ParserSegmenterView whose probabilities are the groups' sums
     parser     'parser'                           labels, input_kind, architecture (see PARSER_ARCHITECTURES,
                                                   which says how to add one), groups, state_key
     clip       'open_clip'                        model_name, model_config (dict or JSON path), quick_gelu,
@@ -68,10 +77,13 @@ from ficekit.perception.segmenter import (
     FICE_LABELS,
     INPUT_CONVERSIONS,
     FiceSegmenter,
+    ParserSegmenterView,
     build_fice_deeplab,
+    check_view_groups,
     load_parser,
     load_segmenter,
 )
+from ficekit.perception.small_unet import SmallUNet
 from ficekit.stitch import STITCH_METHODS
 
 logger = logging.getLogger(__name__)
@@ -190,10 +202,16 @@ def _torchvision_segmentation(name: str, allowed: tuple[str, ...]) -> Callable[.
     return build
 
 
+def _small_unet(num_classes: int, **options: Any) -> nn.Module:
+    """ficekit.perception.small_unet.SmallUNet (options: in_channels, base_channels, depth)."""
+    return SmallUNet(num_classes, **options)
+
+
 PARSER_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "deeplabv3_resnet50": _torchvision_segmentation("deeplabv3_resnet50", ("aux_loss",)),
     "lraspp_mobilenet_v3_large": _torchvision_segmentation("lraspp_mobilenet_v3_large", ()),
     "fcn_resnet50": _torchvision_segmentation("fcn_resnet50", ("aux_loss",)),
+    "small_unet": _small_unet,  # compact U-Net, fast on a CPU (the demo bundle's parser)
 }
 
 
@@ -267,6 +285,11 @@ def _load_parser(path: Path | None, kwargs: Mapping[str, Any], device: Any, root
     )
 
 
+def _load_parser_view(path: Path | None, kwargs: Mapping[str, Any], device: Any, root: Path) -> nn.Module:
+    parser = _load_parser(path, kwargs["parser"], device, root)
+    return ParserSegmenterView(parser, kwargs["groups"]).to(device)
+
+
 def _load_open_clip(path: Path | None, kwargs: Mapping[str, Any], device: Any, root: Path) -> nn.Module:
     model_config = kwargs.get("model_config")
     if isinstance(model_config, str):
@@ -300,6 +323,23 @@ def _check_parser(kwargs: Mapping[str, Any]) -> None:
     _check_architecture(kwargs["architecture"])
 
 
+def _check_parser_view(kwargs: Mapping[str, Any]) -> None:
+    parser = kwargs["parser"]
+    if not isinstance(parser, Mapping):
+        raise ValueError(f"parser must be the parser record's kwargs (a dict), got {type(parser).__name__}")
+    fmt = _FORMATS["parser"]["parser"]
+    missing = [k for k in fmt.required if k not in parser]
+    unknown = sorted(set(parser) - set(fmt.required) - set(fmt.optional))
+    if missing or unknown:
+        parts = [f"missing {missing}"] if missing else []
+        parts += [f"unknown {unknown}"] if unknown else []
+        raise ValueError(
+            f"parser: kwargs {', '.join(parts)}; required {list(fmt.required)}, optional {list(fmt.optional)}"
+        )
+    _check_parser(parser)
+    check_view_groups(parser["labels"], kwargs["groups"])
+
+
 def _check_clip(kwargs: Mapping[str, Any]) -> None:
     if not isinstance(kwargs["model_name"], str) or not kwargs["model_name"]:
         raise ValueError(f"model_name must be a non-empty string, got {kwargs['model_name']!r}")
@@ -317,7 +357,10 @@ _FORMATS: dict[str, dict[str, _Format]] = {
     },
     "encoder": {"e4e": _Format(_load_e4e, optional=("encoder_kwargs",))},
     "densepose": {"detectron2": _Format(_load_densepose, required=("config",), check=_check_densepose)},
-    "segmenter": {"fice_deeplab": _Format(_load_fice_segmenter, optional=("architecture",), check=_check_segmenter)},
+    "segmenter": {
+        "fice_deeplab": _Format(_load_fice_segmenter, optional=("architecture",), check=_check_segmenter),
+        "parser_view": _Format(_load_parser_view, required=("parser", "groups"), check=_check_parser_view),
+    },
     "parser": {
         "parser": _Format(
             _load_parser,

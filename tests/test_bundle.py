@@ -42,7 +42,8 @@ from ficekit.encoder import Encoder4Editing
 from ficekit.generator import Generator
 from ficekit.perception.clip import ClipGuide
 from ficekit.perception.densepose import DensePoseChartModel
-from ficekit.perception.segmenter import FiceSegmenter, SegmentationParser
+from ficekit.perception.segmenter import FiceSegmenter, ParserSegmenterView, SegmentationParser, parser_view_groups
+from ficekit.perception.small_unet import SmallUNet
 from tests.parity import REPO_ROOT, parity_dir
 
 FICE_WEIGHTS = {"clip": 1.0, "img": 30.0, "shape": 10.0, "head_shape": 1.0, "w_delta": 1.0}
@@ -394,7 +395,9 @@ def test_edit_defaults_from_dict() -> None:
 
 
 def test_parser_architectures() -> None:
-    assert set(PARSER_ARCHITECTURES) == {"deeplabv3_resnet50", "lraspp_mobilenet_v3_large", "fcn_resnet50"}
+    assert set(PARSER_ARCHITECTURES) == {
+        "deeplabv3_resnet50", "lraspp_mobilenet_v3_large", "fcn_resnet50", "small_unet"
+    }  # fmt: skip
     net = build_parser_network({"type": "fcn_resnet50", "aux_loss": True}, num_classes=5)
     assert net.classifier[-1].out_channels == 5 and net.aux_classifier is not None
     with pytest.raises(
@@ -403,7 +406,58 @@ def test_parser_architectures() -> None:
         build_parser_network({"type": "fcn_resnet50", "weights": "DEFAULT"}, num_classes=5)  # would download
     with pytest.raises(ValueError, match="deeplabv3_resnet50"):
         build_parser_network({"kind": "unet"}, num_classes=5)
-    assert FORMATS["parser"] == ("parser",) and FORMATS["segmenter"] == ("fice_deeplab",)
+    assert FORMATS["parser"] == ("parser",) and FORMATS["segmenter"] == ("fice_deeplab", "parser_view")
+    unet = build_parser_network({"type": "small_unet", "base_channels": 8, "depth": 2}, num_classes=4)
+    assert isinstance(unet, SmallUNet) and unet(torch.rand(1, 3, 10, 12)).shape == (1, 4, 10, 12)
+
+
+def _parser_view_record(d: dict) -> None:
+    """Replace the segmenter record by FICE's classes read off the bundle's parser (its file and kwargs)."""
+    parser = d["models"]["parser"]
+    d["models"]["segmenter"] = {
+        "file": parser["file"],
+        "format": "parser_view",
+        "kwargs": {"parser": parser["kwargs"], "groups": parser_view_groups(RANDOM_PARSER_LABELS)},
+        "sha256": parser["sha256"],
+    }
+
+
+def test_parser_view_segmenter_format(tiny_bundle: Bundle, tmp_path: Path) -> None:
+    b = load_bundle(_copy_json(tiny_bundle, tmp_path / "view", _parser_view_record))
+    assert b.spec("segmenter").kwargs["groups"]["head"] == ["head", "hair"]
+    view, parser = b.load("segmenter"), b.load("parser")
+    assert isinstance(view, ParserSegmenterView) and not view.training
+    assert not any(p.requires_grad for p in view.parameters())
+    x = torch.rand(2, 3, 32, 32)
+    fice, masks = view(x), parser(x)
+    assert fice.probs.shape == (2, 3, 32, 32)
+    assert torch.equal(fice.head, masks.merge("head", "hair"))
+    torch.testing.assert_close(fice.probs.sum(dim=1), torch.ones(2, 32, 32))
+    # load_model reads the record on its own (no bundle), as the trainers do
+    alone = load_model("segmenter", b.spec("segmenter"), b.root)
+    assert torch.equal(alone(x).probs, fice.probs)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda k: k.pop("groups"), r"segmenter \(parser_view\): kwargs missing \['groups'\]"),
+        (lambda k: k["groups"]["body"].remove("shoes"), r"\['shoes'\] are in no group"),
+        (lambda k: k["groups"].update(person=["arms"]), "exactly the keys"),
+        (lambda k: k["parser"].pop("architecture"), r"parser: kwargs missing \['architecture'\]"),
+        (lambda k: k["parser"].update(normalise=True), r"parser: kwargs unknown \['normalise'\]"),
+        (lambda k: k["parser"]["architecture"].update(type="unet"), "architecture must be a dict"),
+        (lambda k: k.update(parser="parser"), "parser must be the parser record's kwargs"),
+    ],
+)  # fmt: skip
+def test_bad_parser_view_record(tiny_bundle: Bundle, tmp_path: Path, edit, match: str) -> None:
+    def record(d: dict) -> None:
+        _parser_view_record(d)
+        d["models"]["segmenter"]["kwargs"] = json.loads(json.dumps(d["models"]["segmenter"]["kwargs"]))
+        edit(d["models"]["segmenter"]["kwargs"])
+
+    with pytest.raises(BundleError, match=match):
+        load_bundle(_edited(tiny_bundle, tmp_path, record))
 
 
 def test_nvlabs_generator_format(tmp_path: Path) -> None:

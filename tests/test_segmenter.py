@@ -13,6 +13,7 @@ from ficekit.checkpoint_io import CheckpointError
 from ficekit.perception.segmenter import (
     FiceSegmentation,
     FiceSegmenter,
+    ParserSegmenterView,
     SegmentationMasks,
     SegmentationParser,
     load_parser,
@@ -296,3 +297,77 @@ def to_imagenet(x: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+# ---------------------------------------------------------------------------------------------------
+# FICE's three classes as a view of a parser
+
+PARSING = {
+    "background": 0, "head": 1, "hair": 2, "upper_garment": 3, "lower_garment": 4, "dress": 5, "outerwear": 6,
+    "arms": 7, "hands": 8, "legs": 9, "shoes": 10,
+}  # fmt: skip
+VIEW_GROUPS = {
+    "background": ["background"],
+    "body": ["upper_garment", "lower_garment", "dress", "outerwear", "arms", "hands", "legs", "shoes"],
+    "head": ["head", "hair"],
+}
+# Hand-made logits [1, 11, 2, 2]: pixel (0,0) mostly head, (0,1) mostly hair, (1,0) shirt, (1,1) background.
+VIEW_LOGITS = torch.full((1, 11, 2, 2), -1.0)
+VIEW_LOGITS[0, 1, 0, 0], VIEW_LOGITS[0, 2, 0, 1], VIEW_LOGITS[0, 3, 1, 0], VIEW_LOGITS[0, 0, 1, 1] = 3.0, 2.0, 4.0, 5.0
+VIEW_LOGITS[0, 2, 0, 0] = 1.0  # some hair at the head pixel too
+
+
+def test_parser_view_sums_the_parsers_probabilities() -> None:
+    parser = SegmentationParser(FixedLogits(VIEW_LOGITS), PARSING, input_kind="imagenet")
+    view = ParserSegmenterView(parser)  # default groups: head + hair, background, the rest
+    assert view.class_groups == {k: tuple(v) for k, v in VIEW_GROUPS.items()}
+    x = torch.rand(2, 3, 2, 2)
+    fice, masks = view(x), parser(x)
+    assert isinstance(fice, FiceSegmentation) and fice.probs.shape == (2, 3, 2, 2)
+    assert view.names == ["background", "body", "head"] and view.num_classes == 3
+    p = F.softmax(VIEW_LOGITS, dim=1).expand(2, -1, -1, -1)
+    assert torch.equal(fice.head, masks.merge("head", "hair"))  # exactly the parser's head + hair
+    torch.testing.assert_close(fice.head, p[:, 1:2] + p[:, 2:3])
+    torch.testing.assert_close(fice.background, p[:, 0:1])
+    torch.testing.assert_close(fice.body, p[:, 3:].sum(dim=1, keepdim=True))
+    torch.testing.assert_close(fice.probs.sum(dim=1), torch.ones(2, 2, 2), rtol=0, atol=1e-6)
+    assert fice.probs.argmax(dim=1)[0].tolist() == [[2, 2], [1, 0]]  # head, head (hair), body, background
+
+
+def test_parser_view_frozen_differentiable_and_fice_masks() -> None:
+    from ficekit.masking import fice_masks
+    from ficekit.objective import HeadShapeTerm
+
+    torch.manual_seed(0)
+    parser = SegmentationParser(nn.Conv2d(3, 11, 1), PARSING, input_kind="imagenet")
+    view = ParserSegmenterView(parser, VIEW_GROUPS)
+    view.train()
+    assert not view.training and not parser.training and all(not p.requires_grad for p in view.parameters())
+    x = torch.rand(1, 3, 8, 8, requires_grad=True)
+    fice = view(x)
+    fice.head.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    masks = fice_masks(fice)  # FICE mask mode: keep = 1 - body, blend = 1 - head
+    torch.testing.assert_close(masks.keep, 1 - fice.body)
+    torch.testing.assert_close(masks.blend, 1 - fice.head)
+    HeadShapeTerm(view)  # the head-shape term accepts the view (it has a 'head' mask)
+    assert list(view.state_dict()) == ["parser.model.weight", "parser.model.bias"]  # the parser's weights only
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        ({"background": ["background"], "head": ["head", "hair"]}, "exactly the keys"),
+        ({**VIEW_GROUPS, "body": VIEW_GROUPS["body"][:-1]}, r"\['shoes'\] are in no group"),
+        ({**VIEW_GROUPS, "head": ["head", "hair", "arms"]}, "'arms' is in both"),
+        ({**VIEW_GROUPS, "head": ["head", "face"]}, "'face' is not a parser class"),
+        ({**VIEW_GROUPS, "background": []}, "non-empty list"),
+        ({**VIEW_GROUPS, "background": "background"}, "non-empty list"),
+    ],
+)
+def test_parser_view_groups_must_partition_the_classes(groups: dict, message: str) -> None:
+    parser = SegmentationParser(nn.Conv2d(3, 11, 1), PARSING, input_kind="imagenet")
+    with pytest.raises(ValueError, match=message):
+        ParserSegmenterView(parser, groups)
+    with pytest.raises(ValueError, match="expected a SegmentationParser"):
+        ParserSegmenterView(nn.Conv2d(3, 11, 1), VIEW_GROUPS)  # type: ignore[arg-type]

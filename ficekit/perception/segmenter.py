@@ -11,6 +11,10 @@ loss's class weights under 'loss.weight', which FICE drops before loading.
 A parser is any segmentation network plus a label map from the bundle (class name -> channel) and
 optional merged names (e.g. 'head' = face + hair). FICE's segmenter is the parser with the label map
 {'background': 0, 'body': 1, 'head': 2} and FICE's input convention.
+
+A bundle without FICE's network can still give FICE its three classes as a view of a parser
+(ParserSegmenterView): P(background), P(body), P(head) are sums of the parser's class probabilities over
+a partition of its classes (by default head = head + hair, background = background, body = the rest).
 """
 
 from __future__ import annotations
@@ -253,6 +257,111 @@ def build_fice_deeplab(
     from torchvision.models.segmentation import deeplabv3_resnet50
 
     return deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux_loss)
+
+
+# ---------------------------------------------------------------------------------------------------
+# FICE's three classes read off a parser.
+
+VIEW_HEAD_LABELS: tuple[str, ...] = ("head", "hair")  # parser classes FICE's 'head' is made of by default
+VIEW_BACKGROUND_LABELS: tuple[str, ...] = ("background",)  # parser classes of FICE's 'background' by default
+
+
+def parser_view_groups(
+    labels: Mapping[str, int],  # the parser's class name -> channel
+    head_labels: Sequence[str] = VIEW_HEAD_LABELS,  # classes summed into FICE's 'head' (those present)
+    background_labels: Sequence[str] = VIEW_BACKGROUND_LABELS,  # classes summed into 'background' (present)
+) -> dict[str, list[str]]:
+    """FICE's classes as groups of a parser's classes: {'background': [...], 'body': [...], 'head': [...]}.
+
+    body = every class that is neither head nor background (garments, arms, hands, legs, shoes, ...), so the
+    groups partition the parser's classes. Class order follows the parser's channels.
+    """
+    ordered = sorted(labels, key=lambda name: labels[name])
+    head = [n for n in ordered if n in head_labels]
+    background = [n for n in ordered if n in background_labels and n not in head]
+    body = [n for n in ordered if n not in head and n not in background]
+    return {"background": background, "body": body, "head": head}
+
+
+def check_view_groups(labels: Mapping[str, int], groups: Any) -> dict[str, tuple[str, ...]]:
+    """Validate FICE-class groups against a parser's classes; they must partition the classes, so the three
+    summed probabilities sum to 1. Returns them as tuples in FICE_LABELS order; ValueError otherwise."""
+    if not isinstance(groups, Mapping) or set(groups) != set(FICE_LABELS):
+        got = list(groups) if isinstance(groups, Mapping) else type(groups).__name__
+        raise ValueError(f"groups: expected exactly the keys {list(FICE_LABELS)} (FICE's classes), got {got}")
+    out: dict[str, tuple[str, ...]] = {}
+    seen: dict[str, str] = {}
+    for fice_name in FICE_LABELS:
+        members = groups[fice_name]
+        if isinstance(members, str) or not isinstance(members, Sequence) or not members:
+            raise ValueError(f"groups[{fice_name!r}]: expected a non-empty list of parser class names, got {members!r}")
+        for member in members:
+            if member not in labels:
+                raise ValueError(
+                    f"groups[{fice_name!r}]: {member!r} is not a parser class (classes: {list(labels)})"
+                )
+            if member in seen:
+                raise ValueError(f"groups: {member!r} is in both {seen[member]!r} and {fice_name!r}")
+            seen[member] = fice_name
+        out[fice_name] = tuple(members)
+    missing = [name for name in labels if name not in seen]
+    if missing:
+        raise ValueError(
+            f"groups: parser class(es) {missing} are in no group; every class must be in exactly one of "
+            f"{list(FICE_LABELS)} so the probabilities sum to 1"
+        )
+    return out
+
+
+class ParserSegmenterView(nn.Module):
+    """FICE's 3-class segmenter as a view of a parser: images -> FiceSegmentation, like FiceSegmenter.
+
+    forward(images [N,3,H,W] RGB in [0,1]) runs the parser and sums its class probabilities over each group:
+    probs[:, k] = sum of the parser's probabilities of groups[FICE class k] (background, body, head), so the
+    three channels sum to 1 and .head is exactly the parser's merged head + hair probability. Frozen (eval mode,
+    no parameter gradients) and differentiable with respect to the image. No weights of its own: the parser's
+    are the view's (state-dict entries 'parser.model.*').
+    """
+
+    def __init__(
+        self,
+        parser: SegmentationParser,  # the frozen parser whose classes are grouped
+        groups: Mapping[str, Sequence[str]] | None = None,  # FICE class -> parser classes; None = parser_view_groups
+    ) -> None:
+        super().__init__()
+        if not isinstance(parser, SegmentationParser):
+            raise ValueError(f"parser: expected a SegmentationParser, got {type(parser).__name__}")
+        if groups is None:
+            groups = parser_view_groups(parser.labels)
+        self.class_groups = check_view_groups(parser.labels, groups)
+        self.parser = parser
+        self.labels = dict(FICE_LABELS)
+        self.groups: dict[str, tuple[str, ...]] = {}  # no merged names beyond the three classes (as FiceSegmenter)
+        self.requires_grad_(False)
+        super().train(False)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output channels: 3."""
+        return len(self.labels)
+
+    @property
+    def names(self) -> list[str]:
+        """Mask names: background, body, head."""
+        return list(self.labels)
+
+    def train(self, mode: bool = True) -> ParserSegmenterView:
+        """Frozen model: stays in eval mode whatever `mode` is."""
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor) -> FiceSegmentation:
+        """FICE's (background, body, head) probabilities [N,3,H,W] for `images` [N,3,H,W] RGB in [0,1]."""
+        masks = self.parser(images)
+        probs = torch.cat([masks.merge(*self.class_groups[name]) for name in self.labels], dim=1)
+        return FiceSegmentation(probs=probs, labels=self.labels, groups=self.groups)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.class_groups}"
 
 
 # ---------------------------------------------------------------------------------------------------
