@@ -44,7 +44,7 @@ from ficekit.perception.clip import ClipGuide, load_clip
 from ficekit.synthetic.captions import GARMENT_WORDS, colour_words
 from ficekit.synthetic.dataset import held_out_seeds, render_batch, training_batches
 from ficekit.synthetic.train_e4e import lr_factor
-from ficekit.synthetic.training import Budget, TrainReport
+from ficekit.synthetic.training import Budget, TrainReport, loop_metrics
 from ficekit.synthetic.world import PALETTE, PATTERNS, render_attributes
 
 logger = logging.getLogger(__name__)
@@ -184,13 +184,7 @@ def train_clip(
     loaded = load_model("clip", spec, out, device=device)
     _check_same_features(guide, loaded, size)
     metrics = evaluate_clip(loaded, held_out_seeds(eval_samples, seed), size)
-    window = max(1, min(10, len(losses) // 4))
-    metrics |= {
-        "loss_start": sum(losses[:window]) / window,
-        "loss_end": sum(losses[-window:]) / window,
-        "steps_per_s": budget.step / max(train_seconds, 1e-9),
-        "total_seconds": time.perf_counter() - start,
-    }
+    metrics |= loop_metrics(losses, budget.step, train_seconds, start)
     logger.info(
         "trained CLIP: %d steps in %.1f s (%.2f steps/s); %s",
         budget.step, train_seconds, metrics["steps_per_s"], {k: round(v, 4) for k, v in metrics.items()},

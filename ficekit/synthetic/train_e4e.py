@@ -50,7 +50,7 @@ from ficekit.encoder import Encoder4Editing, save_e4e
 from ficekit.generator import Generator, load_generator, synthesize_01
 from ficekit.regularizers import sample_w
 from ficekit.synthetic.dataset import held_out_seeds, render_batch, training_batches
-from ficekit.synthetic.training import Budget, TrainReport
+from ficekit.synthetic.training import Budget, TrainReport, loop_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -236,13 +236,7 @@ def train_e4e(
         if not torch.allclose(encoder.to(device)(probe), loaded(probe), rtol=1e-4, atol=1e-5):
             raise RuntimeError("train_e4e: the written e4e.pt, read back by the bundle loader, gives other latents")
     metrics = evaluate_e4e(loaded, G, w_var, seed=seed, n=eval_samples)
-    window = max(1, min(10, len(losses) // 4))
-    metrics |= {
-        "loss_start": sum(losses[:window]) / window,
-        "loss_end": sum(losses[-window:]) / window,
-        "steps_per_s": budget.step / max(train_seconds, 1e-9),
-        "total_seconds": time.perf_counter() - start,
-    }
+    metrics |= loop_metrics(losses, budget.step, train_seconds, start)
     logger.info(
         "trained e4e: %d steps in %.1f s (%.2f steps/s); %s",
         budget.step, train_seconds, metrics["steps_per_s"], {k: round(v, 5) for k, v in metrics.items()},

@@ -57,3 +57,15 @@ class Budget:
             return False
         self.step += 1
         return True
+
+
+def loop_metrics(losses: list[float], steps: int, train_seconds: float, started: float) -> dict[str, float]:
+    """The figures every trainer reports about its loop: mean loss over the first and the last few steps
+    (a window of up to 10, a quarter of the run at most), steps per second, and total seconds since `started`."""
+    window = max(1, min(10, len(losses) // 4))
+    return {
+        "loss_start": sum(losses[:window]) / window,
+        "loss_end": sum(losses[-window:]) / window,
+        "steps_per_s": steps / max(train_seconds, 1e-9),
+        "total_seconds": time.perf_counter() - started,
+    }
