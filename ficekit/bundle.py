@@ -561,7 +561,8 @@ def demo_bundle_dir() -> Path:
     looked = ", ".join(str(c) for c in candidates) or f"no {DEMO_PACKAGE} package is installed"
     raise BundleNotFoundError(
         f"the demo bundle is not in this installation (looked in: {looked}); reinstall ficekit from a checkout "
-        f"that has checkpoints/demo/, or pass a bundle folder"
+        f"that has checkpoints/demo/, train one with `python -m ficekit.synthetic.train --out checkpoints/demo`, "
+        f"or pass a bundle folder"
     )
 
 
