@@ -59,7 +59,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -69,10 +68,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ficekit.checkpoint_io import atomic_write
 from ficekit.encoder import Encoder4Editing, load_e4e, save_e4e
 from ficekit.generator import Generator, load_generator, save_generator
 from ficekit.perception.clip import build_open_clip_model, load_clip, read_model_config
 from ficekit.perception.densepose import DensePoseChartModel, load_densepose, resolve_config
+from ficekit.perception.densepose_checkpoint import save_detectron2_pkl
 from ficekit.perception.segmenter import (
     FICE_LABELS,
     INPUT_CONVERSIONS,
@@ -690,16 +691,6 @@ def _check_models(models: Mapping[str, ModelSpec], root: Path) -> None:
 # Writing bundles.
 
 
-def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call write(tmp) for a temporary file beside `path`, then rename it onto `path`."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_bundle(
     folder: str | os.PathLike,
     models: Mapping[str, ModelSpec],
@@ -725,7 +716,7 @@ def write_bundle(
     _parse(json.loads(json.dumps(data)), root)  # the same checks as reading, on exactly what is written
     root.mkdir(parents=True, exist_ok=True)
     text = json.dumps(data, indent=2) + "\n"
-    _atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return load_bundle(root)
 
 
@@ -808,24 +799,24 @@ def write_random_bundle(folder: str | os.PathLike, preset: str = "tiny", seed: i
 
         encoder = Encoder4Editing(**arch["encoder"]).eval()
         encoder.latent_avg.copy_(G.mapping.w_avg.view(1, 1, -1).expand_as(encoder.latent_avg))
-        _atomic_write(root / names["encoder"], lambda tmp: save_e4e(encoder, tmp))
+        atomic_write(root / names["encoder"], lambda tmp: save_e4e(encoder, tmp))
         models["encoder"] = ModelSpec(names["encoder"], "e4e")
 
         densepose = DensePoseChartModel(arch["densepose"])
-        _atomic_write(root / names["densepose"], lambda tmp: _save_detectron2_pkl(densepose, tmp))
+        atomic_write(root / names["densepose"], lambda tmp: save_detectron2_pkl(densepose, tmp, "ficekit.bundle.write_random_bundle"))
         config = arch["densepose"] if isinstance(arch["densepose"], str) else densepose.config.to_dict()
         models["densepose"] = ModelSpec(names["densepose"], "detectron2", {"config": config})
 
         seg_arch = arch["segmenter"]
         seg_net = build_fice_deeplab() if seg_arch is None else build_parser_network(seg_arch, len(FICE_LABELS))
         fice_state = {f"model.{k}": v for k, v in seg_net.state_dict().items()} | {"loss.weight": torch.ones(3)}
-        _atomic_write(root / names["segmenter"], lambda tmp: torch.save({"state": fice_state}, tmp))
+        atomic_write(root / names["segmenter"], lambda tmp: torch.save({"state": fice_state}, tmp))
         models["segmenter"] = ModelSpec(
             names["segmenter"], "fice_deeplab", {} if seg_arch is None else {"architecture": seg_arch}
         )
 
         parser_net = build_parser_network(arch["parser"], len(RANDOM_PARSER_LABELS))
-        _atomic_write(root / names["parser"], lambda tmp: torch.save({"state": parser_net.state_dict()}, tmp))
+        atomic_write(root / names["parser"], lambda tmp: torch.save({"state": parser_net.state_dict()}, tmp))
         parser_kwargs = {
             "labels": RANDOM_PARSER_LABELS, "input_kind": "imagenet", "architecture": arch["parser"],
             "groups": RANDOM_PARSER_GROUPS,
@@ -841,10 +832,10 @@ def write_random_bundle(folder: str | os.PathLike, preset: str = "tiny", seed: i
         else:
             clip_kwargs = {"model_name": f"{preset}-clip", "model_config": arch["clip"]}
             clip_model = build_open_clip_model(arch["clip"])
-        _atomic_write(root / names["clip"], lambda tmp: torch.save(clip_model.state_dict(), tmp))
+        atomic_write(root / names["clip"], lambda tmp: torch.save(clip_model.state_dict(), tmp))
         models["clip"] = ModelSpec(names["clip"], "open_clip", clip_kwargs)
 
-    _atomic_write(root / EXAMPLE_IMAGE, lambda tmp: _example_person(256).save(tmp, format="PNG"))
+    atomic_write(root / EXAMPLE_IMAGE, lambda tmp: _example_person(256).save(tmp, format="PNG"))
     models = {role: dataclasses.replace(spec, sha256=sha256_file(root / spec.file)) for role, spec in models.items()}
     provenance = {
         "kind": "random weights (real formats); for tests and benchmarks, not for editing",
@@ -854,13 +845,6 @@ def write_random_bundle(folder: str | os.PathLike, preset: str = "tiny", seed: i
         "torch": torch.__version__,
     }
     return write_bundle(root, models, EditDefaults(), provenance, [EXAMPLE_IMAGE], name=f"random-{preset}")
-
-
-def _save_detectron2_pkl(model: nn.Module, path: Path) -> None:
-    """detectron2 model-zoo layout: a pickle of {'model': {name: ndarray}, '__author__': ...}."""
-    arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    with open(path, "wb") as f:
-        pickle.dump({"model": arrays, "__author__": "ficekit.bundle.write_random_bundle"}, f)
 
 
 def _example_person(size: int) -> Any:

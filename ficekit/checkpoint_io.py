@@ -6,7 +6,7 @@ import os
 import pickle
 import struct
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +105,17 @@ def load_state_dict_strict(
                 f"{what}: {path}: entry {key!r} has shape {list(value.shape)}, the model expects {list(ref.shape)}"
             )
     module.load_state_dict(dict(state), strict=True)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Call write(tmp) for a temporary file beside `path`, then rename it onto `path`, so a reader never sees a
+    half-written file and an interrupted write leaves nothing behind. Creates the parent folder."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return p

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .checkpoint_io import atomic_write
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -79,14 +81,7 @@ def write_atomic(path: Path, data: bytes) -> Path:
     """Write bytes to a new file atomically (temp file + rename); refuses to overwrite an existing file."""
     if path.exists():
         raise FileExistsError(f"refusing to overwrite {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_png(image: torch.Tensor, path: str | os.PathLike) -> Path:

@@ -14,7 +14,14 @@ from typing import Any
 
 import torch
 
-from ..checkpoint_io import CheckpointError, load_state_dict_strict, load_torch_file, require_file, require_keys
+from ..checkpoint_io import (
+    CheckpointError,
+    atomic_write,
+    load_state_dict_strict,
+    load_torch_file,
+    require_file,
+    require_keys,
+)
 from . import nvlabs_pickle, rosinality
 from .discriminator import Discriminator
 from .synthesis import Generator
@@ -159,14 +166,7 @@ def save_generator(
         payload.update(D=_cpu_state(D), D_kwargs=D.init_kwargs)
     if extra:
         payload.update(extra)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return p
+    return atomic_write(p, lambda tmp: torch.save(payload, tmp))
 
 
 def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

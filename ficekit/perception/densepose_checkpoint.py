@@ -128,3 +128,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor | Any]:
             value = torch.from_numpy(np.ascontiguousarray(value))
         out[key] = value
     return out
+
+
+def save_detectron2_pkl(model: torch.nn.Module, path: str | os.PathLike, author: str) -> None:
+    """Write `model`'s weights in the detectron2 model-zoo layout read_pkl reads: a pickle of
+    {'model': {name: ndarray}, '__author__': author}."""
+    arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    with open(path, "wb") as f:
+        pickle.dump({"model": arrays, "__author__": author}, f)

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ficekit.bundle import ModelSpec, load_model
+from ficekit.checkpoint_io import atomic_write
 from ficekit.perception.clip import ClipGuide, load_clip
 from ficekit.synthetic.captions import GARMENT_WORDS, colour_words
 from ficekit.synthetic.dataset import held_out_seeds, render_batch, training_batches
@@ -180,7 +181,8 @@ def train_clip(
     spec = ModelSpec(CLIP_FILE, "open_clip", {"model_name": model_name, "model_config": config_dict})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / CLIP_FILE)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_write(out / CLIP_FILE, lambda tmp: torch.save(state, tmp))
     loaded = load_model("clip", spec, out, device=device)
     _check_same_features(guide, loaded, size)
     metrics = evaluate_clip(loaded, held_out_seeds(eval_samples, seed), size)
@@ -190,16 +192,6 @@ def train_clip(
         budget.step, train_seconds, metrics["steps_per_s"], {k: round(v, 4) for k, v in metrics.items()},
     )  # fmt: skip
     return TrainReport("clip", spec, budget.step, train_seconds, metrics, config)
-
-
-def _save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
-    """torch.save to a temporary name beside `path`, then rename it onto `path` (replacing only that file)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @torch.no_grad()

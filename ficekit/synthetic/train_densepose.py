@@ -27,7 +27,6 @@ import contextlib
 import logging
 import math
 import os
-import pickle
 import queue
 import threading
 import time
@@ -42,8 +41,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ficekit.bundle import ModelSpec, load_model
+from ficekit.checkpoint_io import atomic_write
 from ficekit.masking import NUM_DENSEPOSE_CHANNELS, densepose_part_maps
 from ficekit.perception.densepose import DensePoseChartModel, DensePoseConfig, DensePoseOutput, resolve_config
+from ficekit.perception.densepose_checkpoint import save_detectron2_pkl
 from ficekit.shapes import check_shape
 from ficekit.synthetic.dataset import SyntheticBatch, held_out_seeds, render_batch, training_batches
 from ficekit.synthetic.training import Budget, TrainReport
@@ -293,18 +294,6 @@ def evaluate_densepose(model: DensePoseChartModel, batches: list[SyntheticBatch]
 # The trainer.
 
 
-def _save_pkl(model: DensePoseChartModel, path: Path) -> None:
-    """detectron2 model-zoo layout, written atomically: a pickle of {'model': {name: ndarray}, '__author__'}."""
-    arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            pickle.dump({"model": arrays, "__author__": "ficekit.synthetic.train_densepose"}, f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def train_densepose(
     out_dir: str | os.PathLike,  # folder the model file is written into (created if missing)
     *,
@@ -367,7 +356,7 @@ def train_densepose(
     seconds = time.perf_counter() - start
     logger.info("DensePose: %d steps in %.1f s (%.2f steps/s)", budget.step, seconds, budget.step / seconds)
 
-    _save_pkl(model, out / DENSEPOSE_FILE)
+    atomic_write(out / DENSEPOSE_FILE, lambda tmp: save_detectron2_pkl(model, tmp, "ficekit.synthetic.train_densepose"))
     spec = ModelSpec(DENSEPOSE_FILE, "detectron2", {"config": cfg.to_dict()})
     metrics = {"loss": total_loss(losses, weights).item()} | {f"loss_{k}": v.item() for k, v in losses.items()}
     if eval_images > 0:

@@ -46,6 +46,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ficekit.bundle import ModelSpec, load_model
+from ficekit.checkpoint_io import atomic_write
 from ficekit.encoder import Encoder4Editing, save_e4e
 from ficekit.generator import Generator, load_generator, synthesize_01
 from ficekit.regularizers import sample_w
@@ -229,7 +230,8 @@ def train_e4e(
 
     spec = ModelSpec(E4E_FILE, "e4e")
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(encoder.cpu().eval(), out / E4E_FILE)
+    encoder = encoder.cpu().eval()
+    atomic_write(out / E4E_FILE, lambda tmp: save_e4e(encoder, tmp))
     loaded = load_model("encoder", spec, out, device=device)
     with torch.no_grad():
         probe = render_batch(held_out_seeds(2, seed=99), size).to(device).images
@@ -242,16 +244,6 @@ def train_e4e(
         budget.step, train_seconds, metrics["steps_per_s"], {k: round(v, 5) for k, v in metrics.items()},
     )  # fmt: skip
     return TrainReport("encoder", spec, budget.step, train_seconds, metrics, config)
-
-
-def _write_atomic(encoder: Encoder4Editing, path: Path) -> None:
-    """save_e4e to a temporary name beside `path`, then rename it onto `path` (replacing only that file)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        save_e4e(encoder, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @torch.no_grad()

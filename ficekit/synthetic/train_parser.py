@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ficekit.bundle import ModelSpec, build_parser_network, load_model
+from ficekit.checkpoint_io import atomic_write
 from ficekit.instruction import parse_instruction
 from ficekit.masking import CATEGORY_RULES, PARSER_ROLES, build_masks
 from ficekit.perception.segmenter import (
@@ -164,16 +165,6 @@ def evaluate_parser(
 # The trainer.
 
 
-def _save_state(state: Mapping[str, torch.Tensor], path: Path) -> None:
-    """torch.save({'state': state}) atomically (temporary file beside `path`, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save({"state": {k: v.detach().cpu() for k, v in state.items()}}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def train_parser(
     out_dir: str | os.PathLike,  # folder the model file is written into (created if missing)
     *,
@@ -239,7 +230,8 @@ def train_parser(
     seconds = time.perf_counter() - start
     logger.info("parser: %d steps in %.1f s (%.2f steps/s)", budget.step, seconds, budget.step / seconds)
 
-    _save_state(net.state_dict(), out / PARSER_FILE)
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    atomic_write(out / PARSER_FILE, lambda tmp: torch.save({"state": state}, tmp))
     parser_kwargs = {"labels": labels, "input_kind": INPUT_KIND, "architecture": arch}
     parser_spec = ModelSpec(PARSER_FILE, "parser", parser_kwargs)
     view_kwargs = {"parser": copy.deepcopy(parser_kwargs), "groups": parser_view_groups(labels)}
