@@ -343,3 +343,15 @@ def test_budget_ends_by_steps_or_time():
     assert timed.elapsed >= 0.05 and timed.step >= 1
     with pytest.raises(ValueError, match="steps"):
         Budget(steps=0)
+
+
+def test_budget_progress_and_schedules():
+    from ficekit.synthetic.training import Budget, cosine_factor, lr_factor
+
+    budget = Budget(steps=5)
+    seen = []
+    while budget.next():
+        seen.append((budget.progress, cosine_factor(budget), lr_factor(budget, warmup=0.0)))
+    assert [p for p, _, _ in seen] == [0.0, 0.2, 0.4, 0.6, 0.8]
+    assert seen[0][1] == pytest.approx(1.0) and seen[0][2] == pytest.approx(1.0)
+    assert all(a[1] > b[1] for a, b in zip(seen, seen[1:], strict=False))  # decays

@@ -17,12 +17,12 @@ from ficekit.synthetic.dataset import render_batch
 from ficekit.synthetic.train_densepose import (
     DENSEPOSE_FILE,
     DensePoseLossWeights,
-    Prefetcher,
     charts_to_pixels,
     densepose_losses,
     total_loss,
     train_densepose,
 )
+from ficekit.synthetic.training import Prefetcher
 
 # A very small chart model (the demo's layout, narrower): 64 x 64 charts, so the box grid is the 64-px pixel grid.
 TINY = {

@@ -44,8 +44,7 @@ from ficekit.checkpoint_io import atomic_write
 from ficekit.perception.clip import ClipGuide, load_clip
 from ficekit.synthetic.captions import GARMENT_WORDS, colour_words
 from ficekit.synthetic.dataset import held_out_seeds, render_batch, training_batches
-from ficekit.synthetic.train_e4e import lr_factor
-from ficekit.synthetic.training import Budget, TrainReport, loop_metrics
+from ficekit.synthetic.training import Budget, TrainReport, loop_metrics, lr_factor
 from ficekit.synthetic.world import PALETTE, PATTERNS, render_attributes
 
 logger = logging.getLogger(__name__)

@@ -23,18 +23,13 @@ OpenMP threads per process on a shared machine can slow each step by an order of
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import os
-import queue
-import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +42,7 @@ from ficekit.perception.densepose import DensePoseChartModel, DensePoseConfig, D
 from ficekit.perception.densepose_checkpoint import save_detectron2_pkl
 from ficekit.shapes import check_shape
 from ficekit.synthetic.dataset import SyntheticBatch, held_out_seeds, render_batch, training_batches
-from ficekit.synthetic.training import Budget, TrainReport
+from ficekit.synthetic.training import Budget, Prefetcher, TrainReport, cosine_factor, forked_rng, set_lr
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +66,6 @@ DEMO_CONFIG: dict[str, Any] = {
     "pixel_std_bgr": [57.375, 57.12, 58.395],
 }
 EVAL_IMAGES = 64  # held-out renders the metrics are computed on
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,91 +75,6 @@ class DensePoseLossWeights:
     coarse: float = 1.0  # person / background cross-entropy
     fine: float = 1.0  # 25-way part cross-entropy on the person
     uv: float = 10.0  # smooth-L1 of U and V (each) on the person, ground-truth part's channel
-
-
-# ---------------------------------------------------------------------------------------------------
-# Batches rendered ahead of the training step.
-
-
-class Prefetcher(Generic[T]):
-    """Pulls items from an iterator in a background thread, `depth` ahead, in the iterator's order.
-
-    Rendering (numpy, one core) then overlaps the training step (torch, which releases the GIL). Use as a
-    context manager, or call close(); an exception raised by the iterator is re-raised by next().
-    """
-
-    def __init__(
-        self,
-        items: Iterator[T],  # source; only the background thread touches it
-        depth: int = 2,  # items held ready
-    ) -> None:
-        self._queue: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=max(1, depth))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(items,), name="ficekit-prefetch", daemon=True)
-        self._thread.start()
-
-    def _run(self, items: Iterator[T]) -> None:
-        try:
-            for item in items:
-                if not self._put((True, item)):
-                    return
-        except Exception as e:  # forwarded to the consumer, raised there
-            self._put((False, e))
-            return
-        self._put((False, StopIteration()))
-
-    def _put(self, entry: tuple[bool, Any]) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(entry, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __iter__(self) -> Prefetcher[T]:
-        return self
-
-    def __next__(self) -> T:
-        ok, value = self._queue.get()
-        if not ok:
-            self._stop.set()
-            raise value
-        return value
-
-    def close(self) -> None:
-        """Stop the background thread and wait for it."""
-        self._stop.set()
-        self._thread.join()
-
-    def __enter__(self) -> Prefetcher[T]:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-def forked_rng(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """torch.random.fork_rng for the CPU and, when `device` is a CUDA device, that device: the global RNG state
-    is restored on exit, so seeding inside leaves the caller's RNG alone."""
-    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-
-
-def cosine_factor(budget: Budget, floor: float = 0.05) -> float:
-    """Learning-rate factor for the step `budget` is on: cosine from 1 to `floor` over the budget, whichever of
-    steps or seconds is further along (so a time-limited run still ends at the low rate)."""
-    done = (budget.step - 1) / budget.max_steps
-    if budget.max_seconds is not None:
-        done = max(done, budget.elapsed / budget.max_seconds)
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(max(done, 0.0), 1.0)))
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set the learning rate of every parameter group."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
 
 
 # ---------------------------------------------------------------------------------------------------

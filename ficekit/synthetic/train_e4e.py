@@ -51,7 +51,7 @@ from ficekit.encoder import Encoder4Editing, save_e4e
 from ficekit.generator import Generator, load_generator, synthesize_01
 from ficekit.regularizers import sample_w
 from ficekit.synthetic.dataset import held_out_seeds, render_batch, training_batches
-from ficekit.synthetic.training import Budget, TrainReport, loop_metrics
+from ficekit.synthetic.training import Budget, TrainReport, loop_metrics, lr_factor
 
 logger = logging.getLogger(__name__)
 
@@ -118,19 +118,6 @@ def e4e_losses(
     image_term = ((synthesize_01(G, pred) - images) ** 2).mean()
     delta_term = ((pred[:, 1:] - pred[:, :1]) ** 2).mean() / w_var
     return {"w": w_term, "image": image_term, "delta": delta_term}
-
-
-def lr_factor(budget: Budget, warmup: float = 0.02, final: float = 0.1) -> float:
-    """Linear warm-up over the first `warmup` of the run, then cosine decay to `final`; the run's progress
-    is the larger of its step and time fractions, so the schedule ends when the binding budget does."""
-    done = (budget.step - 1) / budget.max_steps
-    if budget.max_seconds is not None:
-        done = max(done, budget.elapsed / budget.max_seconds)
-    done = min(max(done, 0.0), 1.0)
-    if done < warmup:
-        return (done + 1 / budget.max_steps) / (warmup + 1 / budget.max_steps)
-    t = (done - warmup) / (1 - warmup)
-    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def train_e4e(

@@ -42,8 +42,7 @@ from ficekit.perception.segmenter import (
     parser_view_groups,
 )
 from ficekit.synthetic.dataset import SyntheticBatch, held_out_seeds, render_batch, training_batches
-from ficekit.synthetic.train_densepose import Prefetcher, cosine_factor, forked_rng, set_lr
-from ficekit.synthetic.training import Budget, TrainReport
+from ficekit.synthetic.training import Budget, Prefetcher, TrainReport, cosine_factor, forked_rng, set_lr
 from ficekit.synthetic.world import PARSING_LABELS
 
 logger = logging.getLogger(__name__)

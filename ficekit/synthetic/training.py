@@ -7,11 +7,21 @@ ficekit.synthetic.train` command runs them in order and writes the bundle.
 
 from __future__ import annotations
 
+import contextlib
+import math
+import queue
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+import torch
 
 from ficekit.bundle import ModelSpec
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -51,6 +61,15 @@ class Budget:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
+    @property
+    def progress(self) -> float:
+        """How far along the run the current step is, in [0, 1]: the larger of its step and time fractions, so a
+        schedule driven by it ends when whichever limit binds does."""
+        done = (self.step - 1) / self.max_steps
+        if self.max_seconds is not None:
+            done = max(done, self.elapsed / self.max_seconds)
+        return min(max(done, 0.0), 1.0)
+
     def next(self) -> bool:
         """True while another step may run; counts the step."""
         if self.step >= self.max_steps or (self.max_seconds is not None and self.elapsed >= self.max_seconds):
@@ -69,3 +88,95 @@ def loop_metrics(losses: list[float], steps: int, train_seconds: float, started:
         "steps_per_s": steps / max(train_seconds, 1e-9),
         "total_seconds": time.perf_counter() - started,
     }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Batches rendered ahead of the training step.
+
+
+class Prefetcher(Generic[T]):
+    """Pulls items from an iterator in a background thread, `depth` ahead, in the iterator's order.
+
+    Rendering (numpy, one core) then overlaps the training step (torch, which releases the GIL). Use as a
+    context manager, or call close(); an exception raised by the iterator is re-raised by next().
+    """
+
+    def __init__(
+        self,
+        items: Iterator[T],  # source; only the background thread touches it
+        depth: int = 2,  # items held ready
+    ) -> None:
+        self._queue: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(items,), name="ficekit-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self, items: Iterator[T]) -> None:
+        try:
+            for item in items:
+                if not self._put((True, item)):
+                    return
+        except Exception as e:  # forwarded to the consumer, raised there
+            self._put((False, e))
+            return
+        self._put((False, StopIteration()))
+
+    def _put(self, entry: tuple[bool, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Prefetcher[T]:
+        return self
+
+    def __next__(self) -> T:
+        ok, value = self._queue.get()
+        if not ok:
+            self._stop.set()
+            raise value
+        return value
+
+    def close(self) -> None:
+        """Stop the background thread and wait for it."""
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> Prefetcher[T]:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def forked_rng(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """torch.random.fork_rng for the CPU and, when `device` is a CUDA device, that device: the global RNG state
+    is restored on exit, so seeding inside leaves the caller's RNG alone."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+def cosine_factor(budget: Budget, floor: float = 0.05) -> float:
+    """Learning-rate factor for the step `budget` is on: cosine from 1 to `floor` over the budget, whichever of
+    steps or seconds is further along (so a time-limited run still ends at the low rate)."""
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * budget.progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def lr_factor(budget: Budget, warmup: float = 0.02, final: float = 0.1) -> float:
+    """Linear warm-up over the first `warmup` of the run, then cosine decay to `final`; the run's progress
+    is the larger of its step and time fractions, so the schedule ends when the binding budget does."""
+    done = budget.progress
+    if done < warmup:
+        return (done + 1 / budget.max_steps) / (warmup + 1 / budget.max_steps)
+    t = (done - warmup) / (1 - warmup)
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t))
