@@ -33,5 +33,10 @@ setup(
         "tqdm>=4.60",
         "ninja>=1.11",
     ],
-    extras_require={"dev": ["pytest>=7.4", "ruff>=0.5"]},
+    extras_require={
+        # ficekit.eval.metrics: LPIPS (its linear layers ship inside the package; backbones load from local files).
+        "eval": ["lpips>=0.1.4"],
+        # eval's packages too, so CI runs the metric tests; scipy and pytorch-fid are the tests' references.
+        "dev": ["pytest>=7.4", "ruff>=0.5", "lpips>=0.1.4", "scipy>=1.10", "pytorch-fid>=0.3"],
+    },
 )

@@ -1,0 +1,1 @@
+"""Evaluation of garment edits: metrics, dataset runner, baselines."""

@@ -1,0 +1,244 @@
+"""Independent judges of an edited synthetic garment: its colour (palette lookup) and its pattern (a small CNN).
+
+Neither judge is a model of the editing pipeline: the colour judge is a nearest-palette vote over the
+garment's pixels, and the pattern judge is a small classifier trained only on garment crops of the
+synthetic renderer (never on generator output, never through CLIP), so an edit is not graded by the
+models that made it.
+
+    judge = PatternJudge.trained(size=64)          # trains once (~1 min on a CPU core), cached on disk
+    judge.predict(images, masks)                   # -> ['stripes_h', 'plain', ...]
+    palette_votes(image, mask)                     # -> {'red': 0.61, 'white': 0.33, ...}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ficekit.checkpoint_io import CheckpointError, atomic_write, load_torch_file
+from ficekit.synthetic.dataset import held_out_seeds
+from ficekit.synthetic.render import render
+from ficekit.synthetic.world import PALETTE, PATTERNS
+
+logger = logging.getLogger(__name__)
+
+CROP_SIZE = 32  # garment crops are resized to CROP_SIZE x CROP_SIZE before the pattern CNN
+JUDGE_VERSION = 1  # bump when the judge's data, architecture or recipe changes (invalidates caches)
+JUDGED_SLOTS = ("upper", "dress")  # garments the benchmark edits, hence the judge is trained on
+_PALETTE_NAMES = tuple(PALETTE)
+_PALETTE_RGB = torch.tensor([PALETTE[n] for n in _PALETTE_NAMES], dtype=torch.float32) / 255
+
+
+# ----------------------------------------------------------------------------- colour
+
+
+def palette_votes(image: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """Share of the masked pixels whose nearest palette colour (RGB distance) is each palette name.
+
+    image: [3, H, W] in [0, 1]; mask: [H, W] bool (or {0, 1}). Sorted by share, largest first.
+    """
+    if image.ndim != 3 or image.shape[0] != 3 or tuple(mask.shape) != tuple(image.shape[1:]):
+        raise ValueError(f"palette_votes: need image [3,H,W] and mask [H,W], got {list(image.shape)} and {list(mask.shape)}")
+    pixels = image.detach().float().cpu().permute(1, 2, 0)[mask.cpu().bool()]  # [K, 3]
+    if pixels.shape[0] == 0:
+        raise ValueError("palette_votes: the mask selects no pixel")
+    nearest = torch.cdist(pixels, _PALETTE_RGB).argmin(dim=1)
+    counts = torch.bincount(nearest, minlength=len(_PALETTE_NAMES)).float() / pixels.shape[0]
+    order = counts.argsort(descending=True)
+    return {_PALETTE_NAMES[i]: float(counts[i]) for i in order.tolist() if counts[i] > 0}
+
+
+def colour_matches(votes: dict[str, float], target: str, patterned: bool, min_share: float = 0.25) -> bool:
+    """Whether `target` is the garment's dominant palette colour.
+
+    A plain garment must vote `target` first. A patterned one has two colours in similar amounts (stripes
+    55/45, checks 25/50/25 with a mixed band), so `target` must be one of its two leading colours with at
+    least `min_share` of the pixels.
+    """
+    if target not in PALETTE:
+        raise ValueError(f"colour_matches: {target!r} is not a palette colour {tuple(PALETTE)}")
+    ranked = list(votes)
+    if not ranked:
+        return False
+    if not patterned:
+        return ranked[0] == target
+    return target in ranked[:2] and votes[target] >= min_share
+
+
+# ----------------------------------------------------------------------------- pattern
+
+
+def garment_crop(image: torch.Tensor, mask: torch.Tensor, size: int = CROP_SIZE) -> torch.Tensor:
+    """The garment's bounding box, pixels outside the mask set to 0.5 grey, resized to [3, size, size].
+
+    Cropping to the box makes the judge see the pattern at a similar scale whatever the garment's size;
+    greying the rest hides the skin, background and other garments.
+    """
+    m = mask.to(image.device).bool()
+    if not bool(m.any()):
+        raise ValueError("garment_crop: the mask selects no pixel")
+    rows, cols = torch.nonzero(m.any(dim=1)).flatten(), torch.nonzero(m.any(dim=0)).flatten()
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    grey = torch.full_like(image, 0.5)
+    masked = torch.where(m[None], image.float(), grey)[:, y0:y1, x0:x1]
+    return F.interpolate(masked[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+class PatternNet(nn.Module):
+    """A 3-block CNN over [N, 3, 32, 32] garment crops -> logits over PATTERNS."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c_out in (width, width * 2, width * 2):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in, len(PATTERNS))
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        """Pattern logits [N, len(PATTERNS)] for crops in [0, 1]."""
+        return self.head(self.features(crops * 2 - 1).mean(dim=(2, 3)))
+
+
+@dataclass(frozen=True)
+class JudgeData:
+    """Garment crops [N, 3, CROP_SIZE, CROP_SIZE] in [0, 1] with pattern indices [N] (into PATTERNS)."""
+
+    crops: torch.Tensor
+    labels: torch.Tensor
+
+
+def judge_data(seeds: Sequence[int], size: int) -> JudgeData:
+    """Crops of every judged garment (JUDGED_SLOTS, not under a jacket) of the renders of `seeds` at `size` px."""
+    crops, labels = [], []
+    for seed in seeds:
+        sample = render(int(seed), size=size, n_captions=1)
+        for slot, garment in sample.attributes.garments().items():
+            if slot not in JUDGED_SLOTS:
+                continue
+            mask = torch.from_numpy(sample.mask(slot))
+            if int(mask.sum()) < 16:
+                continue
+            crops.append(garment_crop(sample.to_tensor(), mask))
+            labels.append(PATTERNS.index(garment.pattern))
+    if not crops:
+        raise ValueError("judge_data: no judged garment in these renders")
+    return JudgeData(torch.stack(crops), torch.tensor(labels))
+
+
+def _augment(crops: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Blur, contrast, brightness and noise, so generated (softer, noisier) garments are judged like renders."""
+    n = crops.shape[0]
+    sigma = torch.rand(n, generator=gen) * 1.0
+    x = crops
+    kernel_x = torch.arange(-2, 3, dtype=torch.float32)
+    weights = torch.exp(-(kernel_x[None] ** 2) / (2 * sigma[:, None].clamp(min=1e-3) ** 2))
+    weights = weights / weights.sum(dim=1, keepdim=True)  # [N, 5]
+    padded = F.pad(x, (2, 2, 2, 2), mode="replicate")
+    x = sum(weights[:, i, None, None, None] * padded[..., 2:-2, i : i + x.shape[-1]] for i in range(5))
+    padded = F.pad(x, (0, 0, 2, 2), mode="replicate")
+    x = sum(weights[:, i, None, None, None] * padded[..., i : i + crops.shape[-2], :] for i in range(5))
+    contrast = 0.75 + 0.5 * torch.rand(n, 1, 1, 1, generator=gen)
+    shift = 0.1 * (torch.rand(n, 3, 1, 1, generator=gen) - 0.5)
+    x = (x - 0.5) * contrast + 0.5 + shift + 0.03 * torch.randn(x.shape, generator=gen)
+    flip = torch.rand(n, generator=gen) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return x.clamp(0, 1)
+
+
+@torch.no_grad()
+def _accuracy(net: PatternNet, data: JudgeData) -> float:
+    net.eval()
+    predicted = torch.cat([net(c).argmax(1) for c in data.crops.split(256)])
+    return float((predicted == data.labels).float().mean())
+
+
+class PatternJudge:
+    """The pattern classifier, with the render size it was trained for and its held-out accuracy."""
+
+    def __init__(self, net: PatternNet, size: int, accuracy: float) -> None:
+        self.net = net.eval().requires_grad_(False)
+        self.size = size
+        self.accuracy = accuracy  # on held-out renders (seeds never used for training)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, masks: torch.Tensor) -> list[str]:
+        """Pattern names of the masked garment of each image [N, 3, H, W] in [0, 1] (masks [N, H, W])."""
+        crops = torch.stack([garment_crop(img.cpu(), m.cpu()) for img, m in zip(images, masks, strict=True)])
+        return [PATTERNS[i] for i in self.net(crops).argmax(1).tolist()]
+
+    @classmethod
+    def train(
+        cls, size: int, n_train: int = 6000, n_val: int = 600, steps: int = 1500, seed: int = 0, progress: bool = True
+    ) -> PatternJudge:
+        """Train on renders at `size` px from the training seed range; report accuracy on held-out renders."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            rng = np.random.default_rng(seed)
+            train_seeds = rng.integers(0, 2**31 - 1, size=n_train).tolist()
+            train = judge_data(train_seeds, size)
+            val = judge_data(held_out_seeds(n_val, seed=seed + 7), size)
+            net = PatternNet()
+            opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+            gen = torch.Generator().manual_seed(seed)
+            for step in tqdm(range(steps), desc="training pattern judge", disable=not progress):
+                for group in opt.param_groups:
+                    group["lr"] = 2e-3 * 0.5 * (1 + np.cos(np.pi * step / steps))
+                idx = torch.randint(len(train.labels), (128,), generator=gen)
+                net.train()
+                loss = F.cross_entropy(net(_augment(train.crops[idx], gen)), train.labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            accuracy = _accuracy(net, val)
+        logger.info("pattern judge: %d train crops, held-out accuracy %.3f", len(train.labels), accuracy)
+        return cls(net, size, accuracy)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the judge (weights, size, accuracy, version) atomically."""
+        payload = {"version": JUDGE_VERSION, "size": self.size, "accuracy": self.accuracy, "state_dict": self.net.state_dict()}
+        atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PatternJudge:
+        """Read a judge written by `save`; CheckpointError when the file is corrupt or from another version."""
+        payload = load_torch_file(Path(path), "pattern judge")
+        if not isinstance(payload, dict) or payload.get("version") != JUDGE_VERSION:
+            raise CheckpointError(f"pattern judge {path}: not a version-{JUDGE_VERSION} judge file")
+        net = PatternNet()
+        net.load_state_dict(payload["state_dict"])
+        return cls(net, int(payload["size"]), float(payload["accuracy"]))
+
+    @staticmethod
+    def cache_path(size: int, cache_dir: str | os.PathLike | None = None) -> Path:
+        """Where `trained` keeps the judge for `size` px: cache_dir, else $FICEKIT_CACHE, else ~/.cache/ficekit."""
+        root = Path(cache_dir or os.environ.get("FICEKIT_CACHE") or Path.home() / ".cache" / "ficekit")
+        key = hashlib.sha256(json.dumps({"v": JUDGE_VERSION, "size": size}).encode()).hexdigest()[:12]
+        return root / "judges" / f"pattern-{size}px-{key}.pt"
+
+    @classmethod
+    def trained(cls, size: int, cache_dir: str | os.PathLike | None = None, progress: bool = True) -> PatternJudge:
+        """The judge for `size` px: read from the cache if there, else trained (deterministic) and cached."""
+        path = cls.cache_path(size, cache_dir)
+        if path.exists():
+            try:
+                return cls.load(path)
+            except CheckpointError as e:
+                logger.warning("ignoring the cached pattern judge: %s", e)
+        judge = cls.train(size, progress=progress)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        judge.save(path)
+        return judge
