@@ -474,6 +474,19 @@ def auto_masks(
     return EditMasks(edit=edit, keep=1 - edit, blend=blend, category=category, mode="auto")
 
 
+# Auto-mask refinement sizes at 256 px (FICE's resolution); other resolutions scale them (refinement_px).
+REFINEMENT_PX_AT_256: dict[str, int] = {"dilation_px": 4, "feather_px": 4, "close_px": 3, "open_px": 2}
+
+
+def refinement_px(size: int) -> dict[str, int]:
+    """REFINEMENT_PX_AT_256 scaled to an image side of `size` px (rounded half up, at least 1 px each).
+
+    A fixed 4-px dilation is 1.5 % of a 256-px image but 6 % of a 64-px one, where it swallowed the skin
+    and background around a small garment; scaling keeps the mask's margin the same share of the person.
+    """
+    return {k: max(1, math.floor(v * size / 256 + 0.5)) for k, v in REFINEMENT_PX_AT_256.items()}
+
+
 def build_masks(
     instruction: Instruction | None,
     *,
@@ -481,10 +494,10 @@ def build_masks(
     parser: SegmentationMasks | None = None,
     fice: FiceSegmentation | None = None,
     mode: str = "auto",
-    dilation_px: int = 4,
-    feather_px: int = 4,
-    close_px: int = 3,
-    open_px: int = 2,
+    dilation_px: int | None = None,
+    feather_px: int | None = None,
+    close_px: int | None = None,
+    open_px: int | None = None,
 ) -> EditMasks:
     """Edit/keep/blend masks for an instruction.
 
@@ -495,7 +508,8 @@ def build_masks(
         fice: FICE's segmentation (background/body/head); required in 'fice' mode, protects the head in 'auto'.
         mode: 'fice' = FICE's masks exactly (fice_masks); 'auto' = garment masks (auto_masks); needs parts or
             a parser with garment labels, or both.
-        dilation_px, feather_px, close_px, open_px: refinement sizes in pixels of the input (auto mode).
+        dilation_px, feather_px, close_px, open_px: refinement sizes in pixels of the input (auto mode);
+            None = REFINEMENT_PX_AT_256 scaled to the input's shorter side (4, 4, 3, 2 at 256 px; 1 each at 64).
 
     Raises:
         ValueError: unknown mode, missing inputs for the mode, no category in auto mode, mismatched shapes.
@@ -517,6 +531,10 @@ def build_masks(
             f"{list(GARMENT_CATEGORIES)} to parse_instruction(category=...) or use classify_category"
         )
     attributes = instruction.attributes
+    given = {"dilation_px": dilation_px, "feather_px": feather_px, "close_px": close_px, "open_px": open_px}
+    reference = parts if parts is not None else parser.probs if parser is not None else None
+    scaled = refinement_px(min(reference.shape[-2:])) if reference is not None else REFINEMENT_PX_AT_256
+    dilation_px, feather_px, close_px, open_px = (scaled[k] if v is None else v for k, v in given.items())
     return auto_masks(
         category,
         attributes.sleeve,

@@ -627,3 +627,15 @@ def test_build_masks_errors() -> None:
         build_masks("red shirt", parts=scene.part_maps())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown body regions"):
         region_mask(scene.part_maps(), "tail")
+
+
+def test_refinement_sizes_scale_with_the_image_side() -> None:
+    from ficekit.masking import REFINEMENT_PX_AT_256, refinement_px
+
+    assert refinement_px(256) == REFINEMENT_PX_AT_256
+    assert refinement_px(64) == {"dilation_px": 1, "feather_px": 1, "close_px": 1, "open_px": 1}
+    assert refinement_px(512) == {k: 2 * v for k, v in REFINEMENT_PX_AT_256.items()}
+    scene = Scene.make()
+    default = masks_for("blue skirt", scene, "parts")
+    explicit = masks_for("blue skirt", scene, "parts", **refinement_px(SIZE))
+    assert torch.equal(default.edit, explicit.edit) and torch.equal(default.blend, explicit.blend)
