@@ -5,7 +5,7 @@ import torch
 
 from ficekit.bundle import load_bundle
 from ficekit.pipeline import FicePipeline
-from ficekit.synthetic.train import STAGES, main, train_bundle
+from ficekit.synthetic.train import RECORDS_FILE, STAGES, main, train_bundle
 
 G_KW = {"z_dim": 16, "w_dim": 16, "mapping_kwargs": {"num_layers": 1},
         "synthesis_kwargs": {"channel_base": 128, "channel_max": 16}}  # fmt: skip
@@ -63,3 +63,29 @@ def test_bad_requests_are_refused(tmp_path, capsys):
         train_bundle(tmp_path / "empty", ["e4e"], minutes=1)
     assert main(["--out", str(tmp_path / "x"), "--only", "nope"]) == 2
     assert "unknown stage" in capsys.readouterr().err
+
+
+def test_a_run_that_finishes_later_keeps_what_another_run_wrote_meanwhile(tmp_path, monkeypatch):
+    """Two trainings into one folder (e.g. the GAN in one process, CLIP in another): both roles survive."""
+    from ficekit.synthetic import train as train_module
+
+    out = tmp_path / "demo"
+    original = train_module._run_stages
+
+    def run_then_let_another_run_finish(*args, **kwargs):
+        trained = original(*args, **kwargs)
+        original_run = train_module._run_stages
+        monkeypatch.setattr(train_module, "_run_stages", original)
+        # The other run ends first; without a generator record of ours yet it cannot write a bundle.
+        assert train_bundle(out, ["clip"], minutes=1, progress=False, stage_kwargs=TOY) is None
+        assert (out / RECORDS_FILE).exists() and not (out / "bundle.json").exists()
+        monkeypatch.setattr(train_module, "_run_stages", original_run)
+        return trained
+
+    monkeypatch.setattr(train_module, "_run_stages", run_then_let_another_run_finish)
+    bundle = train_bundle(out, ["gan", "e4e"], minutes=1, progress=False, stage_kwargs=TOY)
+    assert {"generator", "encoder", "clip"} <= set(bundle.models)
+    assert not (out / RECORDS_FILE).exists()  # folded into bundle.json
+    assert set(bundle.provenance["training"]) >= {"generator", "encoder", "clip"}
+    # The GAN co-trained the encoder (demo default) and the e4e stage started from it.
+    assert bundle.provenance["training"]["encoder"]["config"]["init_from"].endswith("e4e.pt")

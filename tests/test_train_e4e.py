@@ -155,3 +155,17 @@ def test_rejects_an_encoder_for_another_generator(tmp_path: Path, generator_path
     with pytest.raises(ValueError, match="real_fraction"):
         train_e4e(tmp_path, generator_path, steps=1, real_fraction=1.5, **FAST)
     assert not (tmp_path / E4E_FILE).exists()
+
+
+def test_init_from_needs_the_same_architecture(tmp_path: Path, generator_path: Path) -> None:
+    """init_from continues another encoder's weights; an encoder of another shape is refused by name."""
+    from ficekit.encoder import Encoder4Editing, save_e4e
+    from ficekit.generator import load_generator
+
+    G = load_generator(generator_path)
+    other = Encoder4Editing(gan_size=G.img_resolution, units=[1, 1, 1, 1], channels=[16, 16, 16, 32], w_dim=G.w_dim,
+                            input_size=32)  # fmt: skip
+    save_e4e(other, tmp_path / "other.pt", extra={"training": {"trainer": "someone"}})
+    with pytest.raises(ValueError, match="init_from"):
+        train_e4e(tmp_path / "out", generator_path, steps=1, batch_size=2, progress=False, init_from=tmp_path / "other.pt",
+                  encoder_kwargs={"units": [1, 1, 1, 1], "channels": [16, 16, 16, 16]})  # fmt: skip

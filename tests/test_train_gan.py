@@ -233,3 +233,39 @@ def test_training_leaves_the_global_rng_alone(tmp_path):
     torch.manual_seed(11)
     train_gan(Path(tmp_path), resolution=16, steps=2, batch_size=4, data=data, **TINY)
     torch.testing.assert_close(torch.rand(4), expected)
+
+
+# ----------------------------------------------------------------------------- co-trained encoder
+
+
+def test_reconstruction_term_trains_an_encoder_that_inverts_the_data(tmp_path):
+    from ficekit.encoder import load_e4e
+    from ficekit.generator import synthesize_01
+
+    data = torch.zeros(32, 3, 16, 16)
+    data[:16, 0] = 0.9  # half the images red, half blue: the encoder must tell them apart
+    data[16:, 2] = 0.9
+    enc = {"units": [1, 1, 1, 1], "channels": [16, 16, 16, 16]}
+    report = train_gan(tmp_path, resolution=16, steps=150, batch_size=8, data=data, seed=0, recon_weight=10.0,
+                       encoder_kwargs=enc, **TINY)  # fmt: skip
+    (companion,) = report.companions
+    assert companion.role == "encoder" and companion.spec.file == "e4e.pt"
+    E, G = load_e4e(tmp_path / "e4e.pt"), load_generator(tmp_path / "generator.pt")
+    with torch.no_grad():
+        rec = synthesize_01(G, E(data[[0, 16]]))
+    red_ch, blue_ch = rec[:, 0].mean(dim=(1, 2)), rec[:, 2].mean(dim=(1, 2))
+    assert red_ch[0] > blue_ch[0] + 0.3 and blue_ch[1] > red_ch[1] + 0.3, (red_ch, blue_ch)
+    assert report.metrics["recon_mse"] < 0.05
+    assert "recon_l1" in report.metrics and "recon_delta" in report.metrics
+
+
+def test_plain_gan_writes_no_encoder_and_never_replaces_a_foreign_one(tmp_path):
+    data = torch.rand(8, 3, 16, 16)
+    report = train_gan(tmp_path / "plain", resolution=16, steps=2, batch_size=4, data=data, **TINY)
+    assert report.companions == () and not (tmp_path / "plain" / "e4e.pt").exists()
+    (tmp_path / "x").mkdir()
+    torch.save({"state_dict": {}}, tmp_path / "x" / "e4e.pt")  # someone else's encoder
+    with pytest.raises(FileExistsError, match="e4e.pt"):
+        train_gan(tmp_path / "x", resolution=16, steps=2, batch_size=4, data=data, recon_weight=1.0, **TINY)
+    with pytest.raises(ValueError, match="recon"):
+        train_gan(tmp_path / "y", resolution=16, steps=2, batch_size=4, data=data, recon_weight=-1.0, **TINY)

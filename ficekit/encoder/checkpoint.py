@@ -105,8 +105,10 @@ def load_e4e(
     return model.to(device).eval().requires_grad_(False)
 
 
-def save_e4e(model: Encoder4Editing, path: str | os.PathLike) -> None:
+def save_e4e(model: Encoder4Editing, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> None:
     """Write `model` in the e4e / FICE checkpoint format, with its constructor kwargs in 'opts'.
+
+    `extra` adds top-level entries (e.g. a 'training' record); loaders ignore them.
 
     The file loads with load_e4e and with FICE's own loader (encoder weights under 'encoder.',
     latent_avg [1, num_ws, w_dim] at the top level and in the state dict, as FICE's pSp saves it).
@@ -121,4 +123,7 @@ def save_e4e(model: Encoder4Editing, path: str | os.PathLike) -> None:
         "start_from_latent_avg": True,
         KWARGS_KEY: dict(model.init_kwargs),
     }
-    torch.save({"state_dict": state, "latent_avg": latent_avg, "opts": opts}, Path(path))
+    reserved = {"state_dict", "latent_avg", "opts"} & set(extra or {})
+    if reserved:
+        raise ValueError(f"save_e4e: extra may not replace {sorted(reserved)}")
+    torch.save({**dict(extra or {}), "state_dict": state, "latent_avg": latent_avg, "opts": opts}, Path(path))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import platform
 import sys
@@ -24,8 +25,18 @@ from typing import Any
 
 import torch
 
-from ficekit.bundle import BUNDLE_FILE, Bundle, EditDefaults, ModelSpec, load_bundle, sha256_file, write_bundle
-from ficekit.checkpoint_io import load_torch_file
+from ficekit.bundle import (
+    BUNDLE_FILE,
+    REQUIRED_ROLES,
+    Bundle,
+    EditDefaults,
+    ModelSpec,
+    load_bundle,
+    sha256_file,
+    write_bundle,
+)
+from ficekit.checkpoint_io import atomic_write, load_torch_file
+from ficekit.synthetic.compact import STORAGE_DTYPES, compact_checkpoint
 from ficekit.synthetic.dataset import held_out_seeds
 from ficekit.synthetic.render import render
 from ficekit.synthetic.training import TrainReport
@@ -35,10 +46,15 @@ log = logging.getLogger(__name__)
 STAGES = ("gan", "e4e", "clip", "densepose", "parser")
 # Share of the time budget each stage gets when all run; the GAN dominates the demo's quality.
 TIME_SHARES = {"gan": 0.55, "e4e": 0.2, "clip": 0.1, "densepose": 0.075, "parser": 0.075}
+RECORDS_FILE = "training-records.json"  # trained roles' records while the bundle is incomplete
 STEP_BACKSTOP = 1_000_000  # stages end by their time budget; this only bounds a runaway loop
 EXAMPLE_SIZE = 128  # example photos are rendered larger than the generator; the editor fits them
 # Demo defaults: FICE's weights, garment auto-masking and feathered stitching (the ficekit extensions).
 DEMO_DEFAULTS = EditDefaults(iterations=200, mask="auto", stitch="feather")
+# Trainer settings of the demo that differ from the trainers' own defaults (the user's stage_kwargs win):
+# the GAN co-trains an encoder that reconstructs the renders, which teaches G garment colour and pattern
+# in tens of CPU minutes where the adversarial loss alone gives silhouettes (see train_gan).
+DEMO_STAGE_KWARGS: dict[str, dict[str, Any]] = {"gan": {"recon_weight": 10.0}}
 
 
 def _stage_runner(stage: str) -> Callable[..., TrainReport | list[TrainReport]]:
@@ -50,7 +66,12 @@ def _stage_runner(stage: str) -> Callable[..., TrainReport | list[TrainReport]]:
     if stage == "e4e":
         from ficekit.synthetic.train_e4e import train_e4e
 
-        return lambda out_dir, **kw: train_e4e(out_dir, out_dir / "generator.pt", **kw)
+        def run_e4e(out_dir: Path, **kw: Any) -> TrainReport:
+            # Fine-tune the encoder the GAN stage co-trained with this generator, else start from scratch.
+            kw.setdefault("init_from", _cotrained_encoder(out_dir))
+            return train_e4e(out_dir, out_dir / "generator.pt", **kw)
+
+        return run_e4e
     if stage == "clip":
         from ficekit.synthetic.train_clip import train_clip
 
@@ -62,6 +83,21 @@ def _stage_runner(stage: str) -> Callable[..., TrainReport | list[TrainReport]]:
     from ficekit.synthetic.train_parser import train_parser
 
     return train_parser
+
+
+def _cotrained_encoder(out_dir: Path) -> Path | None:
+    """out_dir/e4e.pt when the GAN trainer wrote it (an encoder co-trained with generator.pt), else None."""
+    from ficekit.checkpoint_io import CheckpointError
+    from ficekit.synthetic.train_gan import TRAINER_ID as GAN_TRAINER_ID
+
+    path = out_dir / "e4e.pt"
+    if not path.exists():
+        return None
+    try:
+        record = load_torch_file(path, "e4e checkpoint").get("training", {})
+    except (CheckpointError, AttributeError):
+        return None
+    return path if isinstance(record, dict) and record.get("trainer") == GAN_TRAINER_ID else None
 
 
 def _write_examples(out_dir: Path, n: int = 2) -> list[str]:
@@ -81,15 +117,38 @@ def _write_examples(out_dir: Path, n: int = 2) -> list[str]:
 
 def _existing(out_dir: Path) -> tuple[dict[str, ModelSpec], dict[str, Any]]:
     """Model records and training provenance already in `out_dir`, to retrain only some roles: a bundle's,
-    or, before any bundle.json exists, a generator.pt the GAN stage wrote (its embedded training record)."""
+    or, before any bundle.json exists, a generator.pt the GAN stage wrote (its embedded training record);
+    then the records of runs that could not write a bundle yet (RECORDS_FILE), which are newer."""
+    models: dict[str, ModelSpec] = {}
+    training: dict[str, Any] = {}
     if (out_dir / BUNDLE_FILE).exists():
         bundle = load_bundle(out_dir)
-        return dict(bundle.models), dict(bundle.provenance.get("training", {}))
-    generator = out_dir / "generator.pt"
-    if not generator.exists():
-        return {}, {}
-    record = load_torch_file(generator, "generator checkpoint").get("training", {})
-    return {"generator": ModelSpec("generator.pt", "fice")}, {"generator": record}
+        models, training = dict(bundle.models), dict(bundle.provenance.get("training", {}))
+    elif (out_dir / "generator.pt").exists():
+        record = load_torch_file(out_dir / "generator.pt", "generator checkpoint").get("training", {})
+        models, training = {"generator": ModelSpec("generator.pt", "fice")}, {"generator": record}
+    records = out_dir / RECORDS_FILE
+    if records.exists():
+        try:
+            data = json.loads(records.read_text(encoding="utf-8"))
+            models.update({role: ModelSpec(**spec) for role, spec in data["models"].items()})
+            training.update(data["training"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{records} is corrupt ({e}); delete it and retrain the roles it listed") from e
+    return models, training
+
+
+def _save_records(out_dir: Path, models: dict[str, ModelSpec], training: dict[str, Any], roles: Sequence[str]) -> None:
+    """Add `roles`' records to RECORDS_FILE (atomically, merged with what another run may have added)."""
+    path = out_dir / RECORDS_FILE
+    data: dict[str, Any] = {"models": {}, "training": {}}
+    if path.exists():
+        data = json.loads(path.read_text(encoding="utf-8"))
+    for role in roles:
+        data["models"][role] = dataclasses.asdict(models[role])
+        data["training"][role] = training[role]
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def train_bundle(
@@ -101,13 +160,21 @@ def train_bundle(
     progress: bool = True,
     stage_kwargs: dict[str, dict[str, Any]] | None = None,
     threads: int | None = None,
-) -> Bundle:
+    storage: str = "float16",
+) -> Bundle | None:
     """Train `stages` within about `minutes` of wall-clock time and write `out_dir`/bundle.json.
 
     The time budget is split by TIME_SHARES among the stages that run and ends each stage (the step cap
     is only a backstop unless stage_kwargs[stage]['steps'] sets one). `threads` sets torch's CPU threads
     for the run (on a busy machine 1 thread trains several times faster than oversubscribed cores).
+    `storage` 'float16' rewrites each trained .pt file with float16 weights (compact.py) before it is hashed.
+
+    Returns the bundle, or None while `out_dir` still lacks a required role (another run, e.g. in a second
+    process, may train it): the trained roles' records then wait in RECORDS_FILE and the run that completes
+    the set writes bundle.json.
     """
+    if storage not in STORAGE_DTYPES:
+        raise ValueError(f"storage must be one of {STORAGE_DTYPES}, got {storage!r}")
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
@@ -124,7 +191,9 @@ def train_bundle(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        _run_stages(out, stages, minutes, share_total, models, training, device, seed, progress, stage_kwargs)
+        trained = _run_stages(
+            out, stages, minutes, share_total, models, training, device, seed, progress, stage_kwargs, storage
+        )
     finally:
         torch.set_num_threads(previous_threads)
     provenance = {
@@ -137,8 +206,20 @@ def train_bundle(
         "seconds": round(time.perf_counter() - started, 1),
         "training": training,
     }
+    # Another run may have trained other roles into `out` meanwhile: keep its records, ours win.
+    _save_records(out, models, training, trained)
+    models, provenance["training"] = _existing(out)
+    missing = [role for role in REQUIRED_ROLES if role not in models]
+    if missing:
+        log.warning(
+            "%s holds no complete bundle yet (no %s): records kept in %s; train the rest with --only",
+            out, ", ".join(missing), RECORDS_FILE,
+        )  # fmt: skip
+        return None
     examples = _write_examples(out)
-    return write_bundle(out, models, DEMO_DEFAULTS, provenance, examples, name="demo", overwrite=True)
+    bundle = write_bundle(out, models, DEMO_DEFAULTS, provenance, examples, name="demo", overwrite=True)
+    (out / RECORDS_FILE).unlink(missing_ok=True)  # bundle.json now holds every record
+    return bundle
 
 
 def _run_stages(
@@ -152,20 +233,33 @@ def _run_stages(
     seed: int,
     progress: bool,
     stage_kwargs: dict[str, dict[str, Any]] | None,
-) -> None:
-    """Run the stages in STAGES order, recording each trained model's record and provenance."""
+    storage: str = "float16",
+) -> list[str]:
+    """Run the stages in STAGES order, recording each trained model's record and provenance; returns the
+    roles trained."""
+    trained: list[str] = []
     for stage in STAGES:
         if stage not in stages:
             continue
         budget_s = 60.0 * minutes * TIME_SHARES[stage] / share_total
         kwargs = dict(steps=STEP_BACKSTOP, time_budget_s=budget_s, device=device, seed=seed, progress=progress)
+        kwargs.update(DEMO_STAGE_KWARGS.get(stage, {}))
         kwargs.update((stage_kwargs or {}).get(stage, {}))
-        log.info("training %s for up to %.1f min", stage, budget_s / 60)
+        if stage == "gan" and kwargs.get("recon_weight") and "encoder_kwargs" in (stage_kwargs or {}).get("e4e", {}):
+            # The co-trained encoder is the e4e stage's starting point: same architecture.
+            kwargs.setdefault("encoder_kwargs", stage_kwargs["e4e"]["encoder_kwargs"])  # type: ignore[index]
+        log.info("training %s for up to %.1f min", stage, (kwargs["time_budget_s"] or 0) / 60)
         reports = _stage_runner(stage)(out, **kwargs)
-        for report in reports if isinstance(reports, list) else [reports]:
+        reports = reports if isinstance(reports, list) else [reports]
+        for report in [r for main_report in reports for r in (main_report, *main_report.companions)]:
+            if storage == "float16" and report.spec.file.endswith(".pt"):
+                before, after = compact_checkpoint(out / report.spec.file)
+                log.info("%s: stored as float16, %.1f -> %.1f MB", report.spec.file, before / 1e6, after / 1e6)
             models[report.role] = dataclasses.replace(report.spec, sha256=sha256_file(out / report.spec.file))
             training[report.role] = report.provenance()
+            trained.append(report.role)
             log.info("%s: %d steps in %.0f s, %s", report.role, report.steps, report.seconds, report.metrics)
+    return trained
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,18 +273,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--storage", choices=STORAGE_DTYPES, default="float16", help="weight dtype on disk (default: float16)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s")
     stages = [s.strip() for s in args.only.split(",") if s.strip()]
     try:
         bundle = train_bundle(
-            args.out, stages, args.minutes, args.device, args.seed, progress=not args.quiet, threads=args.threads
+            args.out, stages, args.minutes, args.device, args.seed, progress=not args.quiet, threads=args.threads,
+            storage=args.storage,
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"ficekit.synthetic.train: error: {e}", file=sys.stderr)
         return 2
-    if not args.quiet:
+    if bundle is None:
+        print(f"trained {', '.join(stages)} into {args.out}; no bundle.json yet: roles are missing (see the log)")
+    elif not args.quiet:
         print(f"wrote {bundle.root / BUNDLE_FILE} ({', '.join(sorted(bundle.models))})")
     return 0
 

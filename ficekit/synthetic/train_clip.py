@@ -67,7 +67,7 @@ def default_clip_config(image_size: int = 64) -> dict[str, Any]:
     return {
         "embed_dim": 128,
         "vision_cfg": {"image_size": image_size, "patch_size": 8, "width": 128, "layers": 4, "head_width": 32},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3},
     }
 
 

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from ficekit.bundle import ModelSpec, load_model
 from ficekit.checkpoint_io import atomic_write
-from ficekit.encoder import Encoder4Editing, save_e4e
+from ficekit.encoder import Encoder4Editing, load_e4e, save_e4e
 from ficekit.generator import Generator, load_generator, synthesize_01
 from ficekit.regularizers import sample_w
 from ficekit.synthetic.dataset import held_out_seeds, render_batch, training_batches
@@ -56,6 +56,7 @@ from ficekit.synthetic.training import Budget, TrainReport, loop_metrics, lr_fac
 logger = logging.getLogger(__name__)
 
 E4E_FILE = "e4e.pt"
+TRAINER_ID = "ficekit.synthetic.train_e4e"  # recorded in e4e.pt['training']['trainer']
 # Encoder architecture beside what the generator fixes (gan_size, w_dim, input_size): a few-unit IR-SE body.
 DEFAULT_ENCODER: dict[str, Any] = {"units": [1, 1, 2, 1], "channels": [16, 32, 64, 128]}
 _EVAL_Z_SEED = 1_000_003  # offset of the held-out z stream from the training seed
@@ -139,6 +140,7 @@ def train_e4e(
     mixing_prob: float = 0.5,  # style-mixing probability of the generated targets
     row_noise: float = 0.0,  # per-row noise on the targets, in W std units
     eval_samples: int = 32,  # held-out generated samples and held-out renders for the metrics
+    init_from: str | os.PathLike | None = None,  # start from this e4e file (e.g. the GAN's co-trained one)
 ) -> TrainReport:
     """Train an e4e encoder on `generator_path`'s samples (and renders); write out_dir/e4e.pt; report.
 
@@ -171,7 +173,7 @@ def train_e4e(
         "generator": str(generator_path), "encoder_kwargs": kwargs, "batch_size": batch_size, "seed": seed,
         "lr": lr, "w_weight": w_weight, "image_weight": image_weight, "w_delta_weight": w_delta_weight,
         "real_fraction": real_fraction, "mixing_prob": mixing_prob, "row_noise": row_noise,
-        "max_steps": steps, "time_budget_s": time_budget_s,
+        "max_steps": steps, "time_budget_s": time_budget_s, "init_from": None if init_from is None else str(init_from),
     }  # fmt: skip
 
     with torch.random.fork_rng(devices=[]):
@@ -183,8 +185,11 @@ def train_e4e(
                 f"encoder_kwargs build an encoder for {encoder.num_ws} ws of width {encoder.w_dim}, but the "
                 f"generator takes {G.num_ws} of width {G.w_dim}"
             )
-        with torch.no_grad():
-            encoder.latent_avg.copy_(w_avg.view(1, 1, -1).expand_as(encoder.latent_avg))
+        if init_from is not None:
+            _start_from(encoder, init_from, device)
+        else:
+            with torch.no_grad():
+                encoder.latent_avg.copy_(w_avg.view(1, 1, -1).expand_as(encoder.latent_avg))
         encoder.train()
         optimizer = torch.optim.Adam(encoder.parameters(), lr=lr, betas=(0.9, 0.99))
         rng = torch.Generator().manual_seed(seed)
@@ -218,7 +223,7 @@ def train_e4e(
     spec = ModelSpec(E4E_FILE, "e4e")
     out.mkdir(parents=True, exist_ok=True)
     encoder = encoder.cpu().eval()
-    atomic_write(out / E4E_FILE, lambda tmp: save_e4e(encoder, tmp))
+    atomic_write(out / E4E_FILE, lambda tmp: save_e4e(encoder, tmp, extra={"training": {"trainer": TRAINER_ID}}))
     loaded = load_model("encoder", spec, out, device=device)
     with torch.no_grad():
         probe = render_batch(held_out_seeds(2, seed=99), size).to(device).images
@@ -231,6 +236,16 @@ def train_e4e(
         budget.step, train_seconds, metrics["steps_per_s"], {k: round(v, 5) for k, v in metrics.items()},
     )  # fmt: skip
     return TrainReport("encoder", spec, budget.step, train_seconds, metrics, config)
+
+
+def _start_from(encoder: Encoder4Editing, path: str | os.PathLike, device: str | torch.device) -> None:
+    """Copy an e4e file's weights and latent_avg into `encoder`; the architectures must be the same."""
+    start = load_e4e(path, device=device)
+    if start.init_kwargs != encoder.init_kwargs:
+        raise ValueError(
+            f"train_e4e: init_from {path} has encoder kwargs {start.init_kwargs}, not {encoder.init_kwargs}"
+        )
+    encoder.load_state_dict(start.state_dict())
 
 
 @torch.no_grad()

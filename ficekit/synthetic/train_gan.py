@@ -55,15 +55,21 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ficekit.bundle import ModelSpec
-from ficekit.checkpoint_io import CheckpointError, load_torch_file
+from ficekit.checkpoint_io import CheckpointError, atomic_write, load_torch_file
+from ficekit.encoder import Encoder4Editing, save_e4e
 from ficekit.generator import Discriminator, Generator, save_generator
 from ficekit.synthetic.dataset import training_batches
+from ficekit.synthetic.train_e4e import E4E_FILE as ENCODER_FILE
+from ficekit.synthetic.train_e4e import TRAINER_ID as E4E_TRAINER_ID
+from ficekit.synthetic.train_e4e import default_encoder_kwargs
 from ficekit.synthetic.training import Budget, TrainReport
 
 logger = logging.getLogger(__name__)
 
 TRAINER_ID = "ficekit.synthetic.train_gan"  # recorded in generator.pt['training']['trainer']
 OUTPUT_FILE = "generator.pt"
+ENCODER_LR = 1e-3  # Adam learning rate of the co-trained encoder (train_e4e's)
+ENCODER_GRAD_CLIP = 1.0  # max gradient norm of the co-trained encoder per step
 
 # The generator and discriminator of the demo bundle, sized for tens of minutes of CPU training (see the
 # module docstring for the timings). img_resolution and img_channels are set by train_gan.
@@ -226,6 +232,21 @@ def _check_replaceable(path: Path) -> None:
         )
 
 
+def _check_encoder_replaceable(path: Path) -> None:
+    """A co-trained encoder may replace an e4e.pt written by this trainer or by train_e4e, nothing else."""
+    if not path.exists():
+        return
+    try:
+        record = load_torch_file(path, "e4e checkpoint").get("training", {})
+    except (CheckpointError, AttributeError):
+        record = {}
+    if not isinstance(record, dict) or record.get("trainer") not in (TRAINER_ID, E4E_TRAINER_ID):
+        raise FileExistsError(
+            f"train_gan: {path} exists and was not written by ficekit's trainers; refusing to replace it "
+            "(move it away or choose another out_dir)"
+        )
+
+
 def _save(G_ema: Generator, D: Discriminator, path: Path, training: dict[str, Any]) -> None:
     _check_replaceable(path)  # again: something may have appeared while training
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
@@ -298,6 +319,8 @@ class _Settings:
     n_eval: int
     seed: int
     progress: bool
+    recon_weight: float
+    recon_delta_weight: float
 
 
 def train_gan(
@@ -323,6 +346,9 @@ def train_gan(
     log_every: int = 100,                    # Log every this many steps; final loss metrics average this window.
     n_eval: int = 256,                       # Generated and real images for the quality proxies.
     cpu_threads: int | None = None,          # torch intra-op CPU threads while training (restored after); None = as is.
+    recon_weight: float = 0.0,               # Weight of the co-trained encoder's L1 reconstruction term; 0 = plain GAN.
+    recon_delta_weight: float = 0.05,        # Weight of the encoder's W+ spread penalty (FICE's w_delta) in that term.
+    encoder_kwargs: dict[str, Any] | None = None,  # Updates train_e4e.default_encoder_kwargs(G) for that encoder.
 ) -> TrainReport:
     """Train ficekit's StyleGAN2 Generator and Discriminator on rendered people; write out_dir/generator.pt.
 
@@ -359,10 +385,14 @@ def train_gan(
         raise ValueError(f"train_gan: cpu_threads must be >= 1 or None, got {cpu_threads}")
     if not 0 <= style_mixing_prob <= 1:
         raise ValueError(f"train_gan: style_mixing_prob must be in [0, 1], got {style_mixing_prob}")
+    if recon_weight < 0 or recon_delta_weight < 0:
+        raise ValueError(f"train_gan: recon weights must be >= 0, got {recon_weight} and {recon_delta_weight}")
     Budget(steps, time_budget_s)  # validates steps and the time limit before any work
     out = Path(out_dir)
     path = out / OUTPUT_FILE
     _check_replaceable(path)  # fail before training, not after it
+    if recon_weight > 0:
+        _check_encoder_replaceable(out / ENCODER_FILE)
     settings = _Settings(
         steps=steps,
         time_budget_s=time_budget_s,
@@ -377,6 +407,8 @@ def train_gan(
         n_eval=n_eval,
         seed=seed,
         progress=progress,
+        recon_weight=recon_weight,
+        recon_delta_weight=recon_delta_weight,
     )
     gk = _merged(DEFAULT_G_KWARGS, g_kwargs) | {"img_resolution": resolution, "img_channels": 3}
     dk = _merged(DEFAULT_D_KWARGS, d_kwargs) | {"img_resolution": resolution, "img_channels": 3}
@@ -393,7 +425,7 @@ def train_gan(
             torch.set_num_threads(cpu_threads)
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed)
-            G_ema, D, steps_done, seconds, metrics = _train(pool.to(dev), gk, dk, dev, settings)
+            G_ema, D, E, steps_done, seconds, metrics = _train(pool.to(dev), gk, dk, dev, settings, encoder_kwargs)
     finally:
         torch.set_num_threads(threads)
 
@@ -416,8 +448,13 @@ def train_gan(
         "g_params": sum(p.numel() for p in G_ema.parameters()),
         "d_params": sum(p.numel() for p in D.parameters()),
     }
+    if E is not None:
+        config["encoder_kwargs"] = dict(E.init_kwargs)
     training = {"trainer": TRAINER_ID, "steps": steps_done, "seconds": round(seconds, 1), "metrics": metrics}
     _save(G_ema, D, path, training | {"config": config})
+    if E is not None:
+        E = E.cpu().eval()
+        atomic_write(out / ENCODER_FILE, lambda tmp: save_e4e(E, tmp, extra={"training": {"trainer": TRAINER_ID}}))
     logger.info(
         "train_gan: wrote %s (%d steps, %.1f s): %s",
         path,
@@ -425,6 +462,11 @@ def train_gan(
         seconds,
         ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()),
     )
+    companions: tuple[TrainReport, ...] = ()
+    if E is not None:
+        encoder_metrics = {"recon_mse": metrics["recon_mse"], "recon_l1": metrics.get("recon_l1", math.nan)}
+        encoder_config = {"trainer": TRAINER_ID, "cotrained_with": OUTPUT_FILE, "encoder_kwargs": dict(E.init_kwargs)}
+        companions = (TrainReport("encoder", ModelSpec(ENCODER_FILE, "e4e"), steps_done, seconds, encoder_metrics, encoder_config),)
     return TrainReport(
         role="generator",
         spec=ModelSpec(OUTPUT_FILE, "fice"),
@@ -432,17 +474,42 @@ def train_gan(
         seconds=seconds,
         metrics=metrics,
         config=config,
+        companions=companions,
     )
 
 
+def _build_encoder(G: Generator, overrides: dict[str, Any] | None, dev: torch.device) -> Encoder4Editing:
+    """The co-trained e4e encoder for G (train_e4e's default architecture), predicting absolute W+ rows."""
+    E = Encoder4Editing(**(default_encoder_kwargs(G) | dict(overrides or {}))).train().to(dev)
+    if (E.num_ws, E.w_dim) != (G.num_ws, G.w_dim):
+        raise ValueError(f"train_gan: encoder_kwargs build {E.num_ws} ws of width {E.w_dim}; G takes {G.num_ws} x {G.w_dim}")
+    return E
+
+
+def _reconstruction_terms(G: Generator, E: Encoder4Editing, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean |G.synthesis(E(x)) - x| in [-1, 1], mean (E(x)[:, i] - E(x)[:, 0])^2) for real images x in [-1, 1]."""
+    ws = E((real + 1) / 2)
+    rec = G.synthesis(ws, noise_mode="const")
+    return (rec - real).abs().mean(), (ws[:, 1:] - ws[:, :1]).square().mean()
+
+
 def _train(
-    pool: torch.Tensor, gk: dict[str, Any], dk: dict[str, Any], dev: torch.device, s: _Settings
-) -> tuple[Generator, Discriminator, int, float, dict[str, float]]:
-    """The training loop, under an already seeded global RNG; returns G_ema, D, steps, seconds and metrics."""
+    pool: torch.Tensor,
+    gk: dict[str, Any],
+    dk: dict[str, Any],
+    dev: torch.device,
+    s: _Settings,
+    encoder_kwargs: dict[str, Any] | None = None,
+) -> tuple[Generator, Discriminator, Encoder4Editing | None, int, float, dict[str, float]]:
+    """The training loop, under an already seeded global RNG; returns G_ema, D, the co-trained encoder (None
+    when recon_weight is 0), steps, seconds and metrics."""
     G = Generator(**gk).train().requires_grad_(False).to(dev)
     D = Discriminator(**dk).train().requires_grad_(False).to(dev)
     G_ema = copy.deepcopy(G).eval()
     opt_g = torch.optim.Adam(G.parameters(), lr=s.lr, betas=(0.0, 0.99), eps=1e-8)
+    E = _build_encoder(G, encoder_kwargs, dev) if s.recon_weight > 0 else None
+    # The encoder trains as e4e does (Adam with momentum); StyleGAN's beta1 = 0 made it diverge.
+    opt_e = torch.optim.Adam(E.parameters(), lr=ENCODER_LR, betas=(0.9, 0.99)) if E is not None else None
     c = s.r1_interval / (s.r1_interval + 1) if s.r1_gamma > 0 else 1.0  # NVlabs' lazy-regularisation adjustment
     opt_d = torch.optim.Adam(D.parameters(), lr=s.lr * c, betas=(0.0, 0.99**c), eps=1e-8)
 
@@ -453,9 +520,8 @@ def _train(
     if len(pool) >= 2 * n_eval:
         metrics["pixel_fd8_real_floor"] = pixel_fd(pool[eval_idx[n_eval : 2 * n_eval]].float().cpu() / 255, reals_01)
 
-    recent: dict[str, collections.deque[float]] = {
-        k: collections.deque(maxlen=s.log_every) for k in ("loss_d", "loss_g", "real_logit", "fake_logit")
-    }
+    logged = ("loss_d", "loss_g", "real_logit", "fake_logit") + (("recon_l1", "recon_delta") if E else ())
+    recent: dict[str, collections.deque[float]] = {k: collections.deque(maxlen=s.log_every) for k in logged}
     recent["r1"] = collections.deque(maxlen=math.ceil(s.log_every / s.r1_interval))  # R1 runs every r1_interval
     budget = Budget(s.steps, s.time_budget_s)
     bar = tqdm(total=s.steps, desc="training GAN", unit="step", disable=not s.progress)
@@ -464,14 +530,24 @@ def _train(
         step = budget.step
         real = _to_signed(pool[torch.randint(len(pool), [s.batch_size], device=pool.device)])
 
-        # G: maximise D's logits for generated images (D's weights get no gradient).
+        # G: maximise D's logits for generated images (D's weights get no gradient); with a co-trained
+        # encoder, also reconstruct the reals through G.synthesis(E(x)) in the same step.
         G.requires_grad_(True)
         fake_logits = D(_run_G(G, torch.randn([s.batch_size, G.z_dim], device=dev), s.style_mixing_prob))
         lg = loss_g(fake_logits)
+        total_g = lg
+        if E is not None and opt_e is not None:
+            rec_l1, rec_delta = _reconstruction_terms(G, E, real)
+            total_g = lg + s.recon_weight * (rec_l1 + s.recon_delta_weight * rec_delta)
+            opt_e.zero_grad(set_to_none=True)
         opt_g.zero_grad(set_to_none=True)
-        lg.backward()
+        total_g.backward()
         _sanitise_grads(G)
         opt_g.step()
+        if E is not None and opt_e is not None:
+            _sanitise_grads(E)
+            torch.nn.utils.clip_grad_norm_(E.parameters(), ENCODER_GRAD_CLIP)
+            opt_e.step()
         G.requires_grad_(False)
 
         # D: logistic loss on reals and fresh fakes, then lazy R1 on the same reals.
@@ -496,8 +572,9 @@ def _train(
         update_ema(G_ema, G, ema_beta(s.batch_size, s.ema_kimg, s.ema_rampup, images_seen))
         images_seen += s.batch_size
 
-        values = torch.stack([ld, lg, real_logits.mean(), fake_logits.mean()]).detach().tolist()  # one device sync
-        for key, value in zip(("loss_d", "loss_g", "real_logit", "fake_logit"), values, strict=True):
+        terms = [ld, lg, real_logits.mean(), fake_logits.mean()] + ([rec_l1, rec_delta] if E is not None else [])
+        values = torch.stack(terms).detach().tolist()  # one device sync
+        for key, value in zip(logged, values, strict=True):
             recent[key].append(value)
         bar.update(1)
         if step % s.log_every == 0 or step == 1:
@@ -517,6 +594,19 @@ def _train(
     G_ema.mapping.w_avg.copy_(estimate_w_avg(G_ema, seed=s.seed + 3))
     metrics.update({k: float(np.mean(v)) for k, v in recent.items() if v})  # no 'r1' when r1_gamma is 0
     metrics.update(_quality(G_ema, reals_01, s.seed + 2))
+    if E is not None:
+        metrics.update(_reconstruction_quality(G_ema, E.eval(), reals_01))
     metrics["kimg"] = images_seen / 1000
     metrics["steps_per_s"] = steps_done / max(seconds, 1e-9)
-    return G_ema, D, steps_done, seconds, metrics
+    return G_ema, D, E, steps_done, seconds, metrics
+
+
+@torch.no_grad()
+def _reconstruction_quality(G: Generator, E: Encoder4Editing, reals_01: torch.Tensor) -> dict[str, float]:
+    """Pixel MSE in [0, 1] of G_ema.synthesis(E(x)) on training images (the co-trained encoder's fit)."""
+    device = G.mapping.w_avg.device
+    errors = [
+        (G.synthesis(E(x.to(device)), noise_mode="const").add(1).div(2) - x.to(device)).square().mean().item()
+        for x in reals_01.split(64)
+    ]
+    return {"recon_mse": float(np.mean(errors))}

@@ -34,6 +34,8 @@ class TrainReport:
     seconds: float  # wall-clock training time
     metrics: dict[str, float] = field(default_factory=dict)  # final training/validation figures
     config: dict[str, Any] = field(default_factory=dict)  # the settings it ran with (seeds, sizes, lr, ...)
+    # Other models the same run wrote (the GAN's co-trained encoder); the orchestrator records them too.
+    companions: tuple[TrainReport, ...] = ()
 
     def provenance(self) -> dict[str, Any]:
         """The record bundle.json keeps under provenance.training[role]."""

@@ -1,0 +1,131 @@
+"""The synthetic edit-quality benchmark: cases, judges and the CLI's mechanics (not its thresholds)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ficekit.bundle import write_random_bundle
+from ficekit.eval import synthetic
+from ficekit.eval.judges import PatternJudge, colour_matches, garment_crop, palette_votes
+from ficekit.instruction import parse_instruction
+from ficekit.synthetic.world import PALETTE
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return synthetic.make_cases(6, SIZE, seed=3)
+
+
+def test_cases_are_held_out_deterministic_and_cycle_the_edit_kinds(cases):
+    again = synthetic.make_cases(6, SIZE, seed=3)
+    assert [(c.seed, c.text) for c in cases] == [(c.seed, c.text) for c in again]
+    assert all(c.seed >= 1_000_000_000 for c in cases)  # the held-out seed range
+    assert [c.kind for c in cases] == list(synthetic.EDIT_KINDS) * 2
+    for c in cases:
+        before = c.photo.attributes.garments()[c.slot]
+        assert (c.target.colour != before.colour) == (c.kind in ("colour", "both"))
+        assert (c.target.pattern != before.pattern) == (c.kind in ("pattern", "both"))
+        assert "outerwear" not in c.photo.attributes.garments()
+
+
+def test_the_ideal_edit_changes_only_the_garment_and_its_antialiased_rim(cases):
+    for c in cases:
+        changed = np.any(c.photo.image != c.ideal.image, axis=-1)
+        assert changed.any()
+        assert not (changed & ~synthetic._grown(c.garment_mask()).numpy()).any()
+
+
+def test_instructions_name_the_edited_garment_category(cases):
+    for c in cases:
+        category = parse_instruction(c.text).category
+        assert category == ("full" if c.slot == "dress" else "upper"), c.text
+
+
+def test_palette_votes_and_colour_rule_on_known_pixels():
+    image = torch.zeros(3, 4, 4)
+    red, white = torch.tensor(PALETTE["red"]) / 255, torch.tensor(PALETTE["white"]) / 255
+    image[:, :, :] = red.view(3, 1, 1)
+    image[:, :2, :] = white.view(3, 1, 1)
+    image[:, 0, 0] = red
+    votes = palette_votes(image, torch.ones(4, 4, dtype=torch.bool))
+    assert list(votes) == ["red", "white"] and votes["red"] == pytest.approx(9 / 16)
+    assert colour_matches(votes, "red", patterned=False)
+    assert not colour_matches(votes, "white", patterned=False)
+    assert colour_matches(votes, "white", patterned=True)  # one of a pattern's two colours
+    assert not colour_matches(votes, "blue", patterned=True)
+    with pytest.raises(ValueError, match="no pixel"):
+        palette_votes(image, torch.zeros(4, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="palette colour"):
+        colour_matches(votes, "mauve", patterned=False)
+
+
+def test_the_colour_judge_passes_the_renderer_ideal_edits(cases):
+    for c in cases:
+        votes = palette_votes(c.ideal.to_tensor(), c.garment_mask())
+        assert colour_matches(votes, c.target.colour, c.target.pattern != "plain"), (c.text, votes)
+
+
+def test_garment_crop_is_the_masked_box_resized():
+    image = torch.rand(3, 20, 30)
+    mask = torch.zeros(20, 30, dtype=torch.bool)
+    mask[5:15, 10:20] = True
+    crop = garment_crop(image, mask, size=10)
+    assert crop.shape == (3, 10, 10)
+    torch.testing.assert_close(crop, image[:, 5:15, 10:20])
+
+
+def test_pattern_judge_learns_from_renders_and_round_trips(tmp_path):
+    judge = PatternJudge.train(SIZE, n_train=300, n_val=60, steps=60, progress=False)
+    assert 0.0 <= judge.accuracy <= 1.0
+    path = PatternJudge.cache_path(SIZE, tmp_path)
+    path.parent.mkdir(parents=True)
+    judge.save(path)
+    again = PatternJudge.trained(SIZE, cache_dir=tmp_path, progress=False)  # read back, not retrained
+    probe = synthetic.make_cases(2, SIZE, seed=5)
+    images = torch.stack([c.photo.to_tensor() for c in probe])
+    masks = torch.stack([c.garment_mask() for c in probe])
+    assert again.predict(images, masks) == judge.predict(images, masks)
+    assert again.accuracy == judge.accuracy
+
+
+def test_benchmark_cli_writes_table_json_and_grid(tmp_path, monkeypatch, capsys):
+    bundle = write_random_bundle(tmp_path / "tiny", "tiny", seed=0)
+    size = int(bundle.load("generator", "cpu").img_resolution)
+    judge = PatternJudge.train(size, n_train=100, n_val=20, steps=5, progress=False)
+    path = PatternJudge.cache_path(size, tmp_path / "cache")
+    path.parent.mkdir(parents=True)
+    judge.save(path)
+    monkeypatch.setenv("FICEKIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "report.json"
+    grid = tmp_path / "grid.png"
+    argv = ["--n", "2", "--iterations", "1", "--bundle", str(bundle.root), "--device", "cpu",
+            "--configs", "fice,auto+feather,auto+feather+pn", "--json", str(out), "--grid", str(grid), "--quiet"]
+    assert synthetic.main(argv) == 0
+    table = capsys.readouterr().out
+    assert "| fice |" in table and "| auto+feather+pn |" in table and "| ideal |" in table
+    report = json.loads(out.read_text())
+    assert report["n"] == 2 and report["iterations"] == 1
+    assert set(report["configs"]) == {"ideal", "fice", "auto+feather", "auto+feather+pn"}
+    for name, row in report["configs"].items():
+        for key in ("colour_success", "pattern_success"):
+            assert 0.0 <= row[key] <= 1.0
+        assert 0 < row["psnr_outside_mask_db"] <= synthetic.PSNR_CAP_DB
+        assert 0 < row["head_psnr_db"] <= synthetic.PSNR_CAP_DB
+        assert 0.0 <= row["pose_part_iou"] <= 1.0
+        if name != "ideal":
+            assert row["seconds_per_edit"] > 0
+    ideal = report["configs"]["ideal"]
+    assert ideal["colour_success"] == 1.0 and ideal["psnr_outside_mask_db"] > 60  # only anti-aliasing differs
+    assert len(report["cases"]) == 2 and grid.stat().st_size > 0
+
+
+def test_benchmark_cli_rejects_bad_options(tmp_path, capsys):
+    assert synthetic.main(["--n", "0"]) == 2
+    assert synthetic.main(["--configs", "magic", "--bundle", str(tmp_path / "none")]) == 2
+    assert "error" in capsys.readouterr().err
