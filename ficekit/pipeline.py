@@ -195,6 +195,23 @@ class FicePipeline:
             results.append(self._edit_batch(batch, instruction, settings, progress))
         return _concat(results)
 
+    @torch.no_grad()
+    def edit_masks(self, images: torch.Tensor | Sequence[torch.Tensor], text: str, **overrides: Any) -> list[torch.Tensor]:
+        """The blend masks an edit of `images` by `text` would use: [1, H_i, W_i] in [0, 1] at each photo's own
+        size, 1 = repainted. Lets another method (e.g. a diffusion inpainter) edit exactly the same region."""
+        settings = self.settings(**overrides)
+        instruction = parse_instruction(text, category=settings.category)
+        masks = []
+        for photo in self._as_list(images):
+            x, framing = fit_to_square(photo[None].to(self.device), self.resolution)
+            current = instruction
+            if current.category is None and settings.mask == "auto":
+                categories = classify_category(self.clip, x, current.text)
+                current = dataclasses.replace(current, category=categories[0] if isinstance(categories, (list, tuple)) else categories)
+            blend = self._perceive(x, current, settings).blend
+            masks.append(framing.unfit(blend).clamp(0, 1)[0].cpu())
+        return masks
+
     def edit_rounds(self, images: torch.Tensor | Sequence[torch.Tensor], texts: Sequence[str], **kw: Any) -> list[EditResult]:
         """Multi-round editing: each instruction edits the previous round's result."""
         rounds = []

@@ -102,3 +102,13 @@ def test_bad_images_are_refused(pipe):
         pipe.edit(torch.rand(1, 3, 32, 32) * 255, "shirt", iterations=1, progress=False)
     with pytest.raises(ValueError, match="empty"):
         pipe.edit(torch.rand(1, 3, 32, 32), "   ", iterations=1, progress=False)
+
+
+def test_edit_masks_are_the_masks_the_edit_uses(pipe):
+    photos = _photos((48, 40), (32, 64))
+    for mode in ("fice", "auto"):
+        masks = pipe.edit_masks(photos, "red dress", mask=mode)
+        result = pipe.edit(photos, "red dress", iterations=1, mask=mode, progress=False)
+        assert [tuple(m.shape) for m in masks] == [(1, 48, 40), (1, 32, 64)]
+        for mask, blend in zip(masks, result.blend_full, strict=True):
+            torch.testing.assert_close(mask, blend)
