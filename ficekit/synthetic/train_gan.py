@@ -12,6 +12,19 @@ The recipe (NVlabs training/loss.py and training/training_loop.py, StyleGAN2 con
   as NVlabs does; at the end G_ema's w_avg is replaced by the mean of G_ema's own mapping over 10,000 z,
   since the editor's latent regularisers and e4e start from it.
 
+Co-trained encoder (optional, `recon_weight` > 0; the demo bundle uses 10): an e4e encoder E of
+train_e4e's default architecture is trained with G on the real renders, and G's step minimises
+
+    L_G + recon_weight * (mean |G.synthesis(E(x), noise 'const') - x| + recon_delta_weight * delta(E(x)))
+
+(x in [-1, 1]; delta = e4e's spread of W+ rows around row 0, FICE's w_delta). Why: on a CPU budget of tens
+of minutes the adversarial loss alone taught the 64-px generator silhouettes but no garment colour or
+pattern (20 min, 38 kimg); the dense reconstruction signal teaches G to draw the renders' garments, and the
+editor inverts photos anyway, so what matters most is that G reaches them from W+. E has its own Adam
+(lr ENCODER_LR, betas 0.9/0.99, gradient norm clipped): StyleGAN's beta1 = 0 made it diverge. E is
+written as out_dir/e4e.pt (the e4e trainer's starting point) and reported as the generator report's
+companion. With recon_weight 0 (the default) this is NVlabs' recipe unchanged.
+
 Data: a pool of rendered people (training seeds only, see dataset.py), rendered once before the clock
 starts; batches are drawn from it uniformly, without horizontal flips (left/right body parts are labelled).
 
