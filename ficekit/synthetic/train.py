@@ -126,7 +126,8 @@ def _existing(out_dir: Path) -> tuple[dict[str, ModelSpec], dict[str, Any]]:
         models, training = dict(bundle.models), dict(bundle.provenance.get("training", {}))
     elif (out_dir / "generator.pt").exists():
         record = load_torch_file(out_dir / "generator.pt", "generator checkpoint").get("training", {})
-        models, training = {"generator": ModelSpec("generator.pt", "fice")}, {"generator": record}
+        spec = ModelSpec("generator.pt", "fice", sha256=sha256_file(out_dir / "generator.pt"))
+        models, training = {"generator": spec}, {"generator": record}
     records = out_dir / RECORDS_FILE
     if records.exists():
         try:
