@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 
-from ficekit.bundle import load_bundle, write_random_bundle
+from ficekit.bundle import load_bundle
 from ficekit.imageio import read_image
 from ficekit.pipeline import FicePipeline
+from ficekit.random_bundle import write_random_bundle
 
 # Optimiser-time keys of EditResult.timings, by the model they belong to.
 SPLIT = {

@@ -22,7 +22,6 @@ from ficekit.bundle import (
     BUNDLE_FILE,
     FORMATS,
     PARSER_ARCHITECTURES,
-    RANDOM_PARSER_LABELS,
     REQUIRED_ROLES,
     Bundle,
     BundleError,
@@ -35,7 +34,6 @@ from ficekit.bundle import (
     load_model,
     sha256_file,
     write_bundle,
-    write_random_bundle,
 )
 from ficekit.checkpoint_io import CheckpointError
 from ficekit.encoder import Encoder4Editing
@@ -44,6 +42,7 @@ from ficekit.perception.clip import ClipGuide
 from ficekit.perception.densepose import DensePoseChartModel
 from ficekit.perception.segmenter import FiceSegmenter, ParserSegmenterView, SegmentationParser, parser_view_groups
 from ficekit.perception.small_unet import SmallUNet
+from ficekit.random_bundle import RANDOM_PARSER_LABELS, write_random_bundle
 from tests.parity import REPO_ROOT, parity_dir
 
 FICE_WEIGHTS = {"clip": 1.0, "img": 30.0, "shape": 10.0, "head_shape": 1.0, "w_delta": 1.0}

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ficekit.bundle import BUNDLE_FILE, Bundle, EditDefaults, load_bundle, write_random_bundle
+from ficekit.bundle import BUNDLE_FILE, Bundle, EditDefaults, load_bundle
 from ficekit.checkpoint_io import CheckpointError
 from ficekit.download import (
     FICE_RELEASE,
@@ -32,6 +32,7 @@ from ficekit.download import (
     main,
     sha256_from_url,
 )
+from ficekit.random_bundle import write_random_bundle
 
 FICE_FILES = {
     "generator": "generator.pt",

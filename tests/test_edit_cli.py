@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ficekit.bundle import write_random_bundle
 from ficekit.edit import main, parse_weights
+from ficekit.random_bundle import write_random_bundle
 
 
 @pytest.fixture(scope="module")

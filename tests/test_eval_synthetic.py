@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from ficekit.bundle import write_random_bundle
 from ficekit.eval import synthetic
 from ficekit.eval.judges import PatternJudge, colour_matches, garment_crop, palette_votes
 from ficekit.instruction import parse_instruction
+from ficekit.random_bundle import write_random_bundle
 from ficekit.synthetic.world import PALETTE
 
 SIZE = 64

@@ -5,8 +5,8 @@ import warnings
 import pytest
 import torch
 
-from ficekit.bundle import write_random_bundle
 from ficekit.pipeline import EditSettings, FicePipeline, edit_settings, objective_weights
+from ficekit.random_bundle import write_random_bundle
 
 
 @pytest.fixture(scope="module")
