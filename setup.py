@@ -36,7 +36,12 @@ setup(
     extras_require={
         # ficekit.eval.metrics: LPIPS (its linear layers ship inside the package; backbones load from local files).
         "eval": ["lpips>=0.1.4"],
-        # eval's packages too, so CI runs the metric tests; scipy and pytorch-fid are the tests' references.
-        "dev": ["pytest>=7.4", "ruff>=0.5", "lpips>=0.1.4", "scipy>=1.10", "pytorch-fid>=0.3"],
+        # ficekit.baselines.inpaint: the diffusion-inpainting baseline (models load from local folders or the HF cache).
+        "diffusion": ["diffusers>=0.27", "transformers>=4.38"],
+        # eval's and diffusion's packages too, so CI runs their tests; scipy and pytorch-fid are the tests' references.
+        "dev": [
+            "pytest>=7.4", "ruff>=0.5", "lpips>=0.1.4", "scipy>=1.10", "pytorch-fid>=0.3", "diffusers>=0.27",
+            "transformers>=4.38",
+        ],
     },
 )

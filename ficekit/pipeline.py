@@ -196,21 +196,31 @@ class FicePipeline:
         return _concat(results)
 
     @torch.no_grad()
-    def edit_masks(self, images: torch.Tensor | Sequence[torch.Tensor], text: str, **overrides: Any) -> list[torch.Tensor]:
-        """The blend masks an edit of `images` by `text` would use: [1, H_i, W_i] in [0, 1] at each photo's own
-        size, 1 = repainted. Lets another method (e.g. a diffusion inpainter) edit exactly the same region."""
+    def photo_masks(self, images: torch.Tensor | Sequence[torch.Tensor], text: str, **overrides: Any) -> list[EditMasks]:
+        """The edit/keep/blend masks an edit of `images` by `text` would use, each [1, 1, H_i, W_i] in [0, 1] at
+        the photo's own size; lets another method (e.g. a diffusion inpainter) repaint exactly the same region."""
         settings = self.settings(**overrides)
         instruction = parse_instruction(text, category=settings.category)
-        masks = []
+        out = []
         for photo in self._as_list(images):
             x, framing = fit_to_square(photo[None].to(self.device), self.resolution)
-            current = instruction
-            if current.category is None and settings.mask == "auto":
-                categories = classify_category(self.clip, x, current.text)
-                current = dataclasses.replace(current, category=categories[0] if isinstance(categories, (list, tuple)) else categories)
-            blend = self._perceive(x, current, settings).blend
-            masks.append(framing.unfit(blend).clamp(0, 1)[0].cpu())
-        return masks
+            masks = self._perceive(x, self._with_category(x, instruction, settings), settings)
+            unfit = {name: framing.unfit(getattr(masks, name)).clamp(0, 1).cpu() for name in ("edit", "keep", "blend")}
+            out.append(dataclasses.replace(masks, **unfit))
+        return out
+
+    def edit_masks(self, images: torch.Tensor | Sequence[torch.Tensor], text: str, **overrides: Any) -> list[torch.Tensor]:
+        """The blend masks (1 = repainted) of `photo_masks`, each [1, H_i, W_i]."""
+        return [m.blend[0] for m in self.photo_masks(images, text, **overrides)]
+
+    def _with_category(self, x: torch.Tensor, instruction: Instruction, settings: EditSettings) -> Instruction:
+        """`instruction`, its garment category chosen by CLIP zero-shot when the text names none (auto masks)."""
+        if instruction.category is not None or settings.mask != "auto":
+            return instruction
+        categories = classify_category(self.clip, x, instruction.text)
+        category = categories[0] if isinstance(categories, (list, tuple)) else categories
+        log.info("no garment named in %r; CLIP zero-shot chose %r", instruction.text, category)
+        return dataclasses.replace(instruction, category=category)
 
     def edit_rounds(self, images: torch.Tensor | Sequence[torch.Tensor], texts: Sequence[str], **kw: Any) -> list[EditResult]:
         """Multi-round editing: each instruction edits the previous round's result."""
@@ -261,11 +271,7 @@ class FicePipeline:
         fitted, framings = zip(*(fit_to_square(p[None].to(self.device), self.resolution) for p in photos), strict=True)
         x = torch.cat(fitted)
 
-        if instruction.category is None and settings.mask == "auto":
-            categories = classify_category(self.clip, x, instruction.text)
-            category = categories[0] if isinstance(categories, (list, tuple)) else categories
-            log.info("no garment named in %r; CLIP zero-shot chose %r", instruction.text, category)
-            instruction = dataclasses.replace(instruction, category=category)
+        instruction = self._with_category(x, instruction, settings)
 
         with torch.no_grad():
             t = time.perf_counter()
