@@ -73,7 +73,7 @@ def test_default_config_is_a_small_clip() -> None:
     cfg = default_clip_config(64)
     vision, text = cfg["vision_cfg"], cfg["text_cfg"]
     assert (vision["image_size"], vision["patch_size"]) == (64, 8)
-    assert 128 <= text["width"] <= 256 and 2 <= text["layers"] <= 4 and text["context_length"] == 77
+    assert 64 <= text["width"] <= 256 and 2 <= text["layers"] <= 4 and text["context_length"] == 77
     assert 128 <= cfg["embed_dim"] <= 256
     guide = load_clip("demo-clip", None, model_config=cfg)
     assert guide.image_size == (64, 64)
@@ -152,3 +152,15 @@ def test_zero_shot_metrics_score_a_perfect_model_perfectly() -> None:
     assert metrics["eval_garments"] == sum(render_attributes(s).outerwear is None for s in seeds)
     assert metrics["colour_chance"] == 1 / len(PALETTE) and metrics["pattern_chance"] == 1 / len(PATTERNS)
     assert 0.0 <= metrics["retrieval_top1"] <= 1.0
+
+
+def test_init_from_continues_a_clip_of_the_same_config(tmp_path: Path) -> None:
+    from ficekit.synthetic.compact import compact_checkpoint
+
+    train_clip(tmp_path / "a", steps=2, **FAST)
+    compact_checkpoint(tmp_path / "a" / "clip.pt")  # the demo bundle stores float16
+    report = train_clip(tmp_path / "b", steps=1, init_from=tmp_path / "a" / "clip.pt", **FAST)
+    assert report.config["init_from"].endswith("clip.pt")
+    other = {**TINY, "embed_dim": 16}
+    with pytest.raises(ValueError, match="init_from"):
+        train_clip(tmp_path / "c", steps=1, init_from=tmp_path / "a" / "clip.pt", **{**FAST, "model_config": other})

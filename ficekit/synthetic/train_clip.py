@@ -126,6 +126,7 @@ def train_clip(
     weight_decay: float = 0.1,  # AdamW weight decay of matrices
     render_size: int | None = None,  # side of the training renders (resized by ClipGuide.preprocess); None = image_size
     eval_samples: int = 200,  # held-out renders for the zero-shot metrics
+    init_from: str | os.PathLike | None = None,  # continue from this clip.pt (same model_config); None = fresh
 ) -> TrainReport:
     """Train a small CLIP on rendered image-caption pairs; write out_dir/clip.pt (a state dict); report.
 
@@ -144,11 +145,14 @@ def train_clip(
     config = {
         "model_name": model_name, "batch_size": batch_size, "seed": seed, "lr": lr, "weight_decay": weight_decay,
         "render_size": size, "max_steps": steps, "time_budget_s": time_budget_s,
+        "init_from": None if init_from is None else str(init_from),
     }  # fmt: skip
     import open_clip
 
     guide = build_trainable_clip(model_name, config_dict, seed).to(device)
     model = guide.model
+    if init_from is not None:
+        _start_from(model, init_from)
     optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
     loss_fn = open_clip.ClipLoss()
     batches = training_batches(batch_size, size, seed=seed)
@@ -194,6 +198,19 @@ def train_clip(
 
 
 @torch.no_grad()
+def _start_from(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load a clip.pt state dict (float16-stored or not) into `model`; another architecture is refused by name."""
+    from ficekit.checkpoint_io import CheckpointError, load_state_dict_strict, load_torch_file
+
+    state = load_torch_file(path, "CLIP checkpoint to continue from")
+    if not isinstance(state, Mapping):
+        raise ValueError(f"train_clip: init_from {path} is not a state dict")
+    try:
+        load_state_dict_strict(model, state, Path(path), "CLIP checkpoint to continue from")
+    except CheckpointError as e:  # missing/unexpected keys or shapes: another config
+        raise ValueError(f"train_clip: init_from {path} does not fit model_config: {e}") from e
+
+
 def _check_same_features(trained: ClipGuide, loaded: ClipGuide, size: int) -> None:
     """Raise RuntimeError unless the file read back by the bundle loader gives the trained model's features."""
     probe = render_batch(held_out_seeds(2, seed=99), size)
