@@ -100,12 +100,27 @@ def _cotrained_encoder(out_dir: Path) -> Path | None:
     return path if isinstance(record, dict) and record.get("trainer") == GAN_TRAINER_ID else None
 
 
+def _example_seeds(n: int) -> list[int]:
+    """The first `n` held-out seeds whose person wears a plain top and no jacket: the README's example edit
+    ("striped cotton shirt") then has a visible garment to restyle."""
+    from ficekit.synthetic.world import render_attributes
+
+    seeds = []
+    for seed in held_out_seeds(50 * n):
+        garments = render_attributes(seed).garments()
+        if "upper" in garments and "outerwear" not in garments and garments["upper"].pattern == "plain":
+            seeds.append(seed)
+            if len(seeds) == n:
+                return seeds
+    raise RuntimeError(f"no {n} held-out people with a plain top among {50 * n} seeds")
+
+
 def _write_examples(out_dir: Path, n: int = 2) -> list[str]:
-    """Held-out renders as the bundle's example photos (never seen in training)."""
+    """Held-out renders (never seen in training) of people in a plain top, as the bundle's example photos."""
     from PIL import Image
 
     names = []
-    for i, seed in enumerate(held_out_seeds(n)):
+    for i, seed in enumerate(_example_seeds(n)):
         name = f"examples/person{i}.png"
         path = out_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
