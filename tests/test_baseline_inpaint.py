@@ -5,7 +5,6 @@ independence, the offline loading errors, inpaint_like_ficekit and the command l
 the tokenizer is built from open_clip's bundled BPE vocabulary, every model is randomly initialised.
 """
 
-import gzip
 import json
 import os
 import sys
