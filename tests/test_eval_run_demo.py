@@ -41,7 +41,7 @@ def test_fice_and_inpaint_on_the_demo_bundle_with_resume(tmp_path, monkeypatch):
         assert 0 <= float(row["clip_score"]) <= 100
         assert 0 <= float(row["pose_part_iou"]) <= 1
     table = summary.read_text()
-    assert "fice" in table and "inpaint" in table and "psnr_outside_mask" in table
+    assert "| metric | fice | inpaint |" in table and "PSNR outside mask (dB)" in table
     assert len(list((out / "grids").glob("*.png"))) == len(TEXTS)
     assert len(list((out / "results").rglob("*.png"))) == len(rows)
 
