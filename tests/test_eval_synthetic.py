@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from ficekit.bundle import load_bundle
 from ficekit.eval import synthetic
 from ficekit.eval.judges import PatternJudge, colour_matches, garment_crop, palette_votes
 from ficekit.instruction import parse_instruction
@@ -94,8 +95,10 @@ def test_pattern_judge_learns_from_renders_and_round_trips(tmp_path):
     assert again.accuracy == judge.accuracy
 
 
-def test_benchmark_cli_writes_table_json_and_grid(tmp_path, monkeypatch, capsys):
-    bundle = write_random_bundle(tmp_path / "tiny", "tiny", seed=0)
+@pytest.mark.parametrize("which", ["tiny random", "shipped demo"])
+def test_benchmark_cli_writes_table_json_and_grid(which, tmp_path, monkeypatch, capsys):
+    torch.set_num_threads(1)
+    bundle = write_random_bundle(tmp_path / "tiny", "tiny", seed=0) if which == "tiny random" else load_bundle("demo")
     size = int(bundle.load("generator", "cpu").img_resolution)
     judge = PatternJudge.train(size, n_train=100, n_val=20, steps=5, progress=False)
     path = PatternJudge.cache_path(size, tmp_path / "cache")
