@@ -24,21 +24,10 @@ from ficekit.perception.densepose import (
 )
 from ficekit.perception.roi_align import assign_boxes_to_levels, boxes_to_rois, multilevel_roi_align, roi_align
 from tests.parity import load_arrays, load_manifest, seeded_state_dict
+from tests.tiny_models import TINY_DENSEPOSE as TINY
 
 FIXTURE = "densepose_r50"
 CHART_FIELDS = ("coarse_segm", "fine_segm", "u", "v")
-# A small chart model (ResNet-18 trunk, narrow layers) for the loader and API tests: fast, same code paths.
-TINY = {
-    "depth": 18,
-    "stem_out_channels": 8,
-    "res2_out_channels": 8,
-    "fpn_channels": 16,
-    "decoder_conv_dims": 16,
-    "decoder_num_classes": 16,
-    "head_num_convs": 2,
-    "head_conv_dim": 16,
-    "pooler_resolution": 7,
-}
 
 
 def save_pkl(path: str | os.PathLike, state: dict[str, torch.Tensor], protocol: int = pickle.DEFAULT_PROTOCOL) -> None:

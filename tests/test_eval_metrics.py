@@ -28,6 +28,7 @@ from ficekit.eval.metrics import (
     psnr,
     ssim,
 )
+from tests.tiny_models import TINY_DENSEPOSE
 
 
 def _images(n: int = 2, h: int = 32, w: int = 32, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -290,17 +291,6 @@ def test_pose_distance() -> None:
         pose_distance((ia, uva), (ib, uvb[:, :1]))
 
 
-TINY_DENSEPOSE = {
-    "depth": 18,
-    "stem_out_channels": 8,
-    "res2_out_channels": 8,
-    "fpn_channels": 16,
-    "decoder_conv_dims": 16,
-    "decoder_num_classes": 16,
-    "head_num_convs": 2,
-    "head_conv_dim": 16,
-    "pooler_resolution": 7,
-}
 
 
 def test_densepose_maps() -> None:

@@ -34,19 +34,7 @@ from ficekit.perception.clip import ClipGuide
 from ficekit.perception.densepose import FICE_BODY_PARTS, DensePoseChartModel, DensePoseOutput
 from ficekit.perception.segmenter import FiceSegmenter, SegmentationParser
 from stylegan2_ops.bias_act import bias_act
-
-# A small DensePose chart model (ResNet-18 trunk, narrow layers); random weights are enough here.
-TINY_DENSEPOSE = {
-    "depth": 18,
-    "stem_out_channels": 8,
-    "res2_out_channels": 8,
-    "fpn_channels": 16,
-    "decoder_conv_dims": 16,
-    "decoder_num_classes": 16,
-    "head_num_convs": 2,
-    "head_conv_dim": 16,
-    "pooler_resolution": 7,
-}
+from tests.tiny_models import TINY_DENSEPOSE
 
 
 def tiny_generator(seed: int = 0, **mapping: object) -> Generator:
