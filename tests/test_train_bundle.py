@@ -89,3 +89,10 @@ def test_a_run_that_finishes_later_keeps_what_another_run_wrote_meanwhile(tmp_pa
     assert set(bundle.provenance["training"]) >= {"generator", "encoder", "clip"}
     # The GAN co-trained the encoder (demo default) and the e4e stage started from it.
     assert bundle.provenance["training"]["encoder"]["config"]["init_from"].endswith("e4e.pt")
+
+
+def test_provenance_names_the_bundle_files_relative_to_the_bundle(tmp_path):
+    bundle = train_bundle(tmp_path / "demo", STAGES, minutes=5, progress=False, stage_kwargs=TOY)
+    text = (tmp_path / "demo" / "bundle.json").read_text()
+    assert str(tmp_path) not in text
+    assert bundle.provenance["training"]["encoder"]["config"]["generator"] == "generator.pt"

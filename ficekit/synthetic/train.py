@@ -85,6 +85,21 @@ def _stage_runner(stage: str) -> Callable[..., TrainReport | list[TrainReport]]:
     return train_parser
 
 
+def _relative_paths(record: Any, out_dir: Path) -> Any:
+    """`record` with every string naming a path inside out_dir made relative to it, so bundle.json's
+    provenance stays true when the bundle folder moves (or ships)."""
+    if isinstance(record, dict):
+        return {k: _relative_paths(v, out_dir) for k, v in record.items()}
+    if isinstance(record, list):
+        return [_relative_paths(v, out_dir) for v in record]
+    if isinstance(record, str) and Path(record).is_absolute():
+        try:
+            return str(Path(record).resolve().relative_to(out_dir.resolve()))
+        except ValueError:
+            return record
+    return record
+
+
 def _cotrained_encoder(out_dir: Path) -> Path | None:
     """out_dir/e4e.pt when the GAN trainer wrote it (an encoder co-trained with generator.pt), else None."""
     from ficekit.checkpoint_io import CheckpointError
@@ -272,7 +287,7 @@ def _run_stages(
                 before, after = compact_checkpoint(out / report.spec.file)
                 log.info("%s: stored as float16, %.1f -> %.1f MB", report.spec.file, before / 1e6, after / 1e6)
             models[report.role] = dataclasses.replace(report.spec, sha256=sha256_file(out / report.spec.file))
-            training[report.role] = report.provenance()
+            training[report.role] = _relative_paths(report.provenance(), out)
             trained.append(report.role)
             log.info("%s: %d steps in %.0f s, %s", report.role, report.steps, report.seconds, report.metrics)
     return trained
