@@ -84,13 +84,24 @@ def write_atomic(path: Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
-def write_png(image: torch.Tensor, path: str | os.PathLike) -> Path:
-    """Save a [3|1, H, W] tensor in [0, 1] as a PNG, atomically; never overwrites (raises FileExistsError)."""
+def png_bytes(image: torch.Tensor) -> bytes:
+    """A [3|1, H, W] tensor in [0, 1] encoded as PNG."""
     import io
 
     buffer = io.BytesIO()
     Image.fromarray(to_uint8(image)).save(buffer, format="PNG")
-    return write_atomic(Path(path), buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_png(image: torch.Tensor, path: str | os.PathLike) -> Path:
+    """Save a [3|1, H, W] tensor in [0, 1] as a PNG, atomically; never overwrites (raises FileExistsError)."""
+    return write_atomic(Path(path), png_bytes(image))
+
+
+def replace_png(image: torch.Tensor, path: str | os.PathLike) -> Path:
+    """Save a PNG atomically over an earlier output of the same job (benchmark and evaluation reruns)."""
+    data = png_bytes(image)
+    return atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
 
 
 def comparison_grid(columns: list[torch.Tensor], pad: int = 4) -> torch.Tensor:

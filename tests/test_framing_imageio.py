@@ -88,3 +88,15 @@ def test_comparison_grid():
     assert grid.shape == (3, 8, 8 + 2 + 8 + 2 + 5)
     with pytest.raises(ValueError, match="same height"):
         comparison_grid([torch.rand(3, 8, 8), torch.rand(3, 9, 8)])
+
+
+def test_replace_png_overwrites_atomically_where_write_png_refuses(tmp_path):
+    from ficekit.imageio import read_image, replace_png, write_png
+
+    path = tmp_path / "out.png"
+    write_png(torch.zeros(3, 8, 8), path)
+    with pytest.raises(FileExistsError):
+        write_png(torch.ones(3, 8, 8), path)
+    replace_png(torch.ones(3, 8, 8), path)
+    assert torch.equal(read_image(path), torch.ones(3, 8, 8))
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no temporary file left behind

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from ficekit.checkpoint_io import atomic_write
 from ficekit.eval.jobs import Job, text_slug
-from ficekit.eval.results import KEY_COLUMNS, overwrite_png, result_path
-from ficekit.imageio import comparison_grid, read_image
+from ficekit.eval.results import KEY_COLUMNS, result_path
+from ficekit.imageio import comparison_grid, read_image, replace_png
 
 __all__ = ["METRIC_LABELS", "method_order", "summary_text", "write_grids", "write_report"]
 
@@ -146,7 +146,7 @@ def write_grids(out: Path, images_dir: Path, rows: Sequence[Mapping[str, str]], 
         for strip in strips:
             padded += [F.pad(strip, (0, width - strip.shape[-1]), value=1.0), torch.ones(3, 4, width)]
         path = out / "grids" / f"{text_slug(text)}.png"
-        overwrite_png(torch.cat(padded[:-1], dim=1), path)
+        replace_png(torch.cat(padded[:-1], dim=1), path)
         written.append(path)
     return written
 

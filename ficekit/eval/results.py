@@ -18,11 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ficekit.checkpoint_io import atomic_write
 from ficekit.eval.jobs import EvalError, Job
-from ficekit.imageio import write_png
 
 __all__ = [
     "KEY_COLUMNS",
@@ -33,7 +30,6 @@ __all__ = [
     "merge_rows",
     "check_run_record",
     "result_path",
-    "overwrite_png",
 ]
 
 KEY_COLUMNS = ("image", "text", "method")
@@ -147,9 +143,3 @@ def check_run_record(out: Path, record: dict[str, Any], write: bool) -> None:
 def result_path(out: Path, kind: str, method: str, job: Job) -> Path:
     """Where a method's output of a job lives: kind 'results' (the edited photo) or 'masks' (its blend mask)."""
     return out / kind / method / f"{job.name}.png"
-
-
-def overwrite_png(image: torch.Tensor, path: Path) -> None:
-    """write_png (atomic, creating the folder) onto a path that may hold an older file (a rerun of that job)."""
-    path.unlink(missing_ok=True)
-    write_png(image, path)

@@ -61,11 +61,10 @@ from ficekit.eval.results import (
     format_value,
     merge_rows,
     metric_columns,
-    overwrite_png,
     result_path,
 )
 from ficekit.eval.scoring import build_scorer
-from ficekit.imageio import read_image
+from ficekit.imageio import read_image, replace_png
 
 # The parts of a run live beside this module: jobs.py (which photo with which instruction, output names),
 # methods.py (the method registry and its contract), scoring.py (one edit's scores), results.py (metrics.csv,
@@ -173,8 +172,8 @@ def _edit_all(
             torch.cuda.synchronize(ctx.device)
         seconds = time.perf_counter() - start
         result, mask = checked_output(label, job, photo, result, mask)
-        overwrite_png(result, result_path(out, "results", label, job))
-        overwrite_png(mask, result_path(out, "masks", label, job))
+        replace_png(result, result_path(out, "results", label, job))
+        replace_png(mask, result_path(out, "masks", label, job))
         scores = scorer.score(job.image, photo, result, mask, job.text)
         row = {"image": job.image, "text": job.text, "method": label, "seconds": f"{seconds:.3f}"}
         row.update({k: format_value(v) for k, v in scores.items()})

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from ficekit.eval.judges import JUDGED_SLOTS, PatternJudge, colour_matches, palette_votes
 from ficekit.eval.metrics import part_iou, psnr
+from ficekit.mask_ops import dilate
 from ficekit.synthetic.captions import GARMENT_WORDS, PATTERN_WORDS, colour_words
 from ficekit.synthetic.dataset import held_out_seeds
 from ficekit.synthetic.render import Sample, render
@@ -125,8 +126,8 @@ def _changes(g: Garment) -> dict[str, Any]:
 
 
 def _grown(mask: torch.Tensor, pixels: int = 1) -> torch.Tensor:
-    k = 2 * pixels + 1
-    return F.max_pool2d(mask[None, None].float(), k, stride=1, padding=pixels)[0, 0] > 0
+    """[H, W] bool mask grown by `pixels` (the anti-aliased rim around a garment's label pixels)."""
+    return dilate(mask[None, None].float(), pixels)[0, 0] > 0
 
 
 def _capped_psnr(a: torch.Tensor, b: torch.Tensor, region: torch.Tensor) -> float:
@@ -248,22 +249,14 @@ def write_grid(path: str | Path, cases: Sequence[EditCase], results: dict[str, l
 
     Like the --json report, it replaces an earlier benchmark output at the same path (atomically).
     """
-    import io
-
-    from PIL import Image
-
-    from ficekit.checkpoint_io import atomic_write
-    from ficekit.imageio import to_uint8
+    from ficekit.imageio import replace_png
 
     rows = []
     for i, case in enumerate(cases):
         tiles = [case.photo.to_tensor(), case.ideal.to_tensor()] + [images[i] for images in results.values()]
         rows.append(torch.cat(tiles, dim=2))
     grid = torch.cat(rows, dim=1)
-    grid = F.interpolate(grid[None], scale_factor=3, mode="nearest")[0]
-    buffer = io.BytesIO()
-    Image.fromarray(to_uint8(grid)).save(buffer, format="PNG")
-    atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+    replace_png(F.interpolate(grid[None], scale_factor=3, mode="nearest")[0], Path(path))
 
 
 def _format_row(summary: dict[str, float | None]) -> str:

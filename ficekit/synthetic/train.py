@@ -39,7 +39,7 @@ from ficekit.checkpoint_io import atomic_write, load_torch_file
 from ficekit.synthetic.compact import STORAGE_DTYPES, compact_checkpoint
 from ficekit.synthetic.dataset import held_out_seeds
 from ficekit.synthetic.render import render
-from ficekit.synthetic.training import TrainReport
+from ficekit.synthetic.training import TrainReport, trainer_of
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +102,10 @@ def _relative_paths(record: Any, out_dir: Path) -> Any:
 
 def _cotrained_encoder(out_dir: Path) -> Path | None:
     """out_dir/e4e.pt when the GAN trainer wrote it (an encoder co-trained with generator.pt), else None."""
-    from ficekit.checkpoint_io import CheckpointError
     from ficekit.synthetic.train_gan import TRAINER_ID as GAN_TRAINER_ID
 
     path = out_dir / "e4e.pt"
-    if not path.exists():
-        return None
-    try:
-        record = load_torch_file(path, "e4e checkpoint").get("training", {})
-    except (CheckpointError, AttributeError):
-        return None
-    return path if isinstance(record, dict) and record.get("trainer") == GAN_TRAINER_ID else None
+    return path if trainer_of(path) == GAN_TRAINER_ID else None
 
 
 def _example_seeds(n: int) -> list[int]:

@@ -68,14 +68,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ficekit.bundle import ModelSpec
-from ficekit.checkpoint_io import CheckpointError, atomic_write, load_torch_file
+from ficekit.checkpoint_io import atomic_write
 from ficekit.encoder import Encoder4Editing, save_e4e
 from ficekit.generator import Discriminator, Generator, save_generator
 from ficekit.synthetic.dataset import training_batches
 from ficekit.synthetic.train_e4e import E4E_FILE as ENCODER_FILE
 from ficekit.synthetic.train_e4e import TRAINER_ID as E4E_TRAINER_ID
 from ficekit.synthetic.train_e4e import default_encoder_kwargs
-from ficekit.synthetic.training import Budget, TrainReport
+from ficekit.synthetic.training import Budget, TrainReport, trainer_of
 
 logger = logging.getLogger(__name__)
 
@@ -228,17 +228,8 @@ def _check_data(data: torch.Tensor, resolution: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- output file
 
 
-def _written_by_this_trainer(path: Path) -> bool:
-    try:
-        ckpt = load_torch_file(path, "generator checkpoint")
-    except CheckpointError:
-        return False
-    training = ckpt.get("training") if isinstance(ckpt, dict) else None
-    return isinstance(training, dict) and training.get("trainer") == TRAINER_ID
-
-
 def _check_replaceable(path: Path) -> None:
-    if path.exists() and not _written_by_this_trainer(path):
+    if path.exists() and trainer_of(path) != TRAINER_ID:
         raise FileExistsError(
             f"train_gan: {path} exists and was not written by {TRAINER_ID}; refusing to replace it "
             "(move it away or choose another out_dir)"
@@ -247,13 +238,7 @@ def _check_replaceable(path: Path) -> None:
 
 def _check_encoder_replaceable(path: Path) -> None:
     """A co-trained encoder may replace an e4e.pt written by this trainer or by train_e4e, nothing else."""
-    if not path.exists():
-        return
-    try:
-        record = load_torch_file(path, "e4e checkpoint").get("training", {})
-    except (CheckpointError, AttributeError):
-        record = {}
-    if not isinstance(record, dict) or record.get("trainer") not in (TRAINER_ID, E4E_TRAINER_ID):
+    if path.exists() and trainer_of(path) not in (TRAINER_ID, E4E_TRAINER_ID):
         raise FileExistsError(
             f"train_gan: {path} exists and was not written by ficekit's trainers; refusing to replace it "
             "(move it away or choose another out_dir)"

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import queue
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 import torch
 
 from ficekit.bundle import ModelSpec
+from ficekit.checkpoint_io import CheckpointError, load_torch_file
 
 T = TypeVar("T")
 
@@ -40,6 +43,20 @@ class TrainReport:
     def provenance(self) -> dict[str, Any]:
         """The record bundle.json keeps under provenance.training[role]."""
         return {"steps": self.steps, "seconds": round(self.seconds, 1), "metrics": self.metrics, "config": self.config}
+
+
+def trainer_of(path: str | os.PathLike) -> str | None:
+    """The trainer named in a checkpoint's 'training' record (ficekit's trainers write one); None when the
+    file is missing, unreadable, or has no such record. Decides which files a trainer may replace or reuse."""
+    if not Path(path).exists():
+        return None
+    try:
+        payload = load_torch_file(path, "checkpoint")
+    except CheckpointError:
+        return None
+    record = payload.get("training") if isinstance(payload, dict) else None
+    trainer = record.get("trainer") if isinstance(record, dict) else None
+    return trainer if isinstance(trainer, str) else None
 
 
 class Budget:
