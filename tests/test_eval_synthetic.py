@@ -66,10 +66,34 @@ def test_palette_votes_and_colour_rule_on_known_pixels():
         colour_matches(votes, "mauve", patterned=False)
 
 
+def test_mixed_pixels_vote_half_for_each_colour():
+    """A gingham's mixed band (or a stripe's anti-aliased edge) is a 50/50 mix of its two colours."""
+    black, orange = torch.tensor(PALETTE["black"]) / 255, torch.tensor(PALETTE["orange"]) / 255
+    image = torch.stack([black, orange, (black + orange) / 2, (black + orange) / 2], dim=1).view(3, 1, 4)
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    assert palette_votes(image, mask)["brown"] == 0.5  # the edge pixels alone look brown
+    mixed = palette_votes(image, mask, mixes=True)
+    assert mixed == {"black": 0.5, "orange": 0.5}
+    assert colour_matches(mixed, "black", patterned=True) and not colour_matches(mixed, "brown", patterned=True)
+
+
 def test_the_colour_judge_passes_the_renderer_ideal_edits(cases):
     for c in cases:
-        votes = palette_votes(c.ideal.to_tensor(), c.garment_mask())
-        assert colour_matches(votes, c.target.colour, c.target.pattern != "plain"), (c.text, votes)
+        patterned = c.target.pattern != "plain"
+        votes = palette_votes(c.ideal.to_tensor(), c.garment_mask(), mixes=patterned)
+        assert colour_matches(votes, c.target.colour, patterned), (c.text, votes)
+
+
+def test_the_colour_judge_ceiling_on_many_renders():
+    """Over 120 held-out targets the judge recognises the renderer's own drawing of the target colour at least
+    95 % of the time (99.7 % of 300 on seed 0; the misses are ginghams whose mix is near a third palette colour)."""
+    many = synthetic.make_cases(120, SIZE, seed=1)
+    hits = [
+        colour_matches(palette_votes(c.ideal.to_tensor(), c.garment_mask(), mixes=c.target.pattern != "plain"),
+                       c.target.colour, c.target.pattern != "plain")
+        for c in many
+    ]  # fmt: skip
+    assert np.mean(hits) >= 0.95
 
 
 def test_garment_crop_is_the_masked_box_resized():

@@ -96,3 +96,27 @@ def test_provenance_names_the_bundle_files_relative_to_the_bundle(tmp_path):
     text = (tmp_path / "demo" / "bundle.json").read_text()
     assert str(tmp_path) not in text
     assert bundle.provenance["training"]["encoder"]["config"]["generator"] == "generator.pt"
+
+
+def test_resume_continues_gan_and_e4e_from_the_bundle_files(tmp_path):
+    out = tmp_path / "demo"
+    before = train_bundle(out, STAGES, minutes=5, progress=False, stage_kwargs=TOY)
+    resumed_kwargs = {**TOY, "gan": {k: v for k, v in TOY["gan"].items() if k not in ("g_kwargs", "d_kwargs")}}
+    after = train_bundle(out, ["gan", "e4e"], minutes=1, progress=False, stage_kwargs=resumed_kwargs, resume=True)
+    assert after is not None
+    for role in ("generator", "encoder"):
+        assert after.models[role].sha256 != before.models[role].sha256
+    for role in ("clip", "densepose", "parser"):
+        assert after.models[role].sha256 == before.models[role].sha256
+    resumed_from = after.provenance["training"]["generator"]["config"]["resumed_from"]
+    assert resumed_from["file"] == "generator.pt" and resumed_from["encoder_file"] == "e4e.pt"
+    assert resumed_from["steps"] == 2
+    assert after.provenance["training"]["encoder"]["config"]["init_from"] == "e4e.pt"
+    FicePipeline.from_bundle(after, device="cpu")  # the resumed bundle still loads
+
+
+def test_resume_refuses_stages_it_cannot_continue(tmp_path):
+    with pytest.raises(ValueError, match="cannot resume"):
+        train_bundle(tmp_path, ["gan", "densepose"], minutes=1, resume=True)
+    with pytest.raises(ValueError, match="no generator.pt"):
+        train_bundle(tmp_path / "empty", ["gan"], minutes=1, progress=False, stage_kwargs=TOY, resume=True)

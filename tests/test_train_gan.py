@@ -269,3 +269,54 @@ def test_plain_gan_writes_no_encoder_and_never_replaces_a_foreign_one(tmp_path):
         train_gan(tmp_path / "x", resolution=16, steps=2, batch_size=4, data=data, recon_weight=1.0, **TINY)
     with pytest.raises(ValueError, match="recon"):
         train_gan(tmp_path / "y", resolution=16, steps=2, batch_size=4, data=data, recon_weight=-1.0, **TINY)
+
+
+# ----------------------------------------------------------------------------- resuming
+
+
+def test_resume_starts_from_the_files_networks(tmp_path):
+    """With lr 0, a resumed step leaves G and D exactly as the file had them; the co-trained encoder moves by
+    one Adam step (lr 1e-3) from the file's weights, not from a fresh initialisation."""
+    from ficekit.encoder import load_e4e
+
+    data = torch.rand(16, 3, 16, 16)
+    enc = {"units": [1, 1, 1, 1], "channels": [16, 16, 16, 16]}
+    first = train_gan(tmp_path / "a", resolution=16, steps=3, batch_size=4, data=data, recon_weight=1.0,
+                      encoder_kwargs=enc, **TINY)  # fmt: skip
+    untouched = {k: v for k, v in TINY.items() if k not in ("g_kwargs", "d_kwargs")}
+    a, b = tmp_path / "a", tmp_path / "b"
+    resumed = train_gan(b, resolution=16, steps=1, batch_size=4, data=data, recon_weight=1.0, encoder_kwargs=enc, lr=0.0,
+                        init_from=a / "generator.pt", init_encoder_from=a / "e4e.pt", **untouched)  # fmt: skip
+    for load in (load_generator, load_discriminator):
+        before, after = load(a / "generator.pt").state_dict(), load(b / "generator.pt").state_dict()
+        assert before.keys() == after.keys()
+        for key in before:
+            torch.testing.assert_close(after[key], before[key], rtol=0, atol=0, msg=key)
+    before, after = dict(load_e4e(a / "e4e.pt").named_parameters()), dict(load_e4e(b / "e4e.pt").named_parameters())
+    moved = max((after[k] - before[k]).abs().max().item() for k in before)  # BatchNorm statistics aside
+    assert 0 < moved < 5e-3
+    record = resumed.config["resumed_from"]
+    assert record["steps"] == 3 and record["kimg"] == first.metrics["kimg"]
+    assert record["file"] == str((a / "generator.pt").resolve()) and record["encoder_file"] == str((a / "e4e.pt").resolve())
+    assert resumed.metrics["kimg_total"] == pytest.approx(first.metrics["kimg"] + resumed.metrics["kimg"])
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path):
+    from ficekit.checkpoint_io import CheckpointError
+    from ficekit.generator import save_generator
+
+    data = torch.rand(8, 3, 16, 16)
+    train_gan(tmp_path / "a", resolution=16, steps=1, batch_size=4, data=data, **TINY)
+    start = tmp_path / "a" / "generator.pt"
+    args = {"resolution": 16, "steps": 1, "batch_size": 4, "data": data, "progress": False, "n_eval": 8}
+    with pytest.raises(ValueError, match="architecture"):
+        train_gan(tmp_path / "b", init_from=start, **args, g_kwargs=TINY_G)
+    with pytest.raises(ValueError, match="16 px"):
+        train_gan(tmp_path / "b", init_from=start, **(args | {"resolution": 32, "data": torch.rand(8, 3, 32, 32)}))
+    with pytest.raises(ValueError, match="init_encoder_from"):
+        train_gan(tmp_path / "b", init_encoder_from=tmp_path / "a" / "e4e.pt", recon_weight=1.0, **args)
+    save_generator(load_generator(start), tmp_path / "g_only.pt")  # a generator without its discriminator
+    with pytest.raises(CheckpointError, match="D"):
+        train_gan(tmp_path / "b", init_from=tmp_path / "g_only.pt", **args)
+    with pytest.raises(CheckpointError, match="not found"):
+        train_gan(tmp_path / "b", init_from=tmp_path / "missing.pt", **args)

@@ -43,28 +43,47 @@ _PALETTE_RGB = torch.tensor([PALETTE[n] for n in _PALETTE_NAMES], dtype=torch.fl
 # ----------------------------------------------------------------------------- colour
 
 
-def palette_votes(image: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+def _mixed_palette() -> tuple[torch.Tensor, torch.Tensor]:
+    """Every palette colour and every 50/50 mix of two ([C, 3] RGB), with each entry's palette shares [C, P]."""
+    n = len(_PALETTE_NAMES)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    rgb = torch.cat([_PALETTE_RGB, torch.stack([(_PALETTE_RGB[i] + _PALETTE_RGB[j]) / 2 for i, j in pairs])])
+    shares = torch.cat([torch.eye(n), torch.zeros(len(pairs), n)])
+    for row, (i, j) in enumerate(pairs, start=n):
+        shares[row, i] = shares[row, j] = 0.5
+    return rgb, shares
+
+
+_MIXED_RGB, _MIXED_SHARES = _mixed_palette()
+
+
+def palette_votes(image: torch.Tensor, mask: torch.Tensor, mixes: bool = False) -> dict[str, float]:
     """Share of the masked pixels whose nearest palette colour (RGB distance) is each palette name.
 
     image: [3, H, W] in [0, 1]; mask: [H, W] bool (or {0, 1}). Sorted by share, largest first.
+    mixes: also match 50/50 mixes of two palette colours, a pixel nearest a mix counting half for each;
+        for patterned garments, whose gingham bands and anti-aliased stripe edges are such mixes (a
+        black-and-orange stripe edge is brown).
     """
     if image.ndim != 3 or image.shape[0] != 3 or tuple(mask.shape) != tuple(image.shape[1:]):
         raise ValueError(f"palette_votes: need image [3,H,W] and mask [H,W], got {list(image.shape)} and {list(mask.shape)}")
     pixels = image.detach().float().cpu().permute(1, 2, 0)[mask.cpu().bool()]  # [K, 3]
     if pixels.shape[0] == 0:
         raise ValueError("palette_votes: the mask selects no pixel")
-    nearest = torch.cdist(pixels, _PALETTE_RGB).argmin(dim=1)
-    counts = torch.bincount(nearest, minlength=len(_PALETTE_NAMES)).float() / pixels.shape[0]
-    order = counts.argsort(descending=True)
+    colours, shares = (_MIXED_RGB, _MIXED_SHARES) if mixes else (_PALETTE_RGB, torch.eye(len(_PALETTE_NAMES)))
+    nearest = torch.cdist(pixels, colours).argmin(dim=1)
+    counts = shares[nearest].sum(dim=0) / pixels.shape[0]
+    order = counts.argsort(descending=True, stable=True)
     return {_PALETTE_NAMES[i]: float(counts[i]) for i in order.tolist() if counts[i] > 0}
 
 
-def colour_matches(votes: dict[str, float], target: str, patterned: bool, min_share: float = 0.25) -> bool:
+def colour_matches(votes: dict[str, float], target: str, patterned: bool, min_share: float = 0.2) -> bool:
     """Whether `target` is the garment's dominant palette colour.
 
     A plain garment must vote `target` first. A patterned one has two colours in similar amounts (stripes
-    55/45, checks 25/50/25 with a mixed band), so `target` must be one of its two leading colours with at
-    least `min_share` of the pixels.
+    55/45; checks 25/50/25, the middle band a mix), so `target` must be one of its two leading colours with
+    at least `min_share` of the pixels; give it votes counted with `palette_votes(..., mixes=True)`. (0.2,
+    not 0.25: a gingham's own colour holds a quarter of it, less its anti-aliased edges.)
     """
     if target not in PALETTE:
         raise ValueError(f"colour_matches: {target!r} is not a palette colour {tuple(PALETTE)}")

@@ -154,9 +154,10 @@ class _Scorer:
 
     def score(self, case: EditCase, result: torch.Tensor) -> dict[str, float]:
         garment = case.garment_mask()
-        votes = palette_votes(result, garment)
+        patterned = case.target.pattern != "plain"
+        votes = palette_votes(result, garment, mixes=patterned)
         scores = {
-            "colour_success": float(colour_matches(votes, case.target.colour, case.target.pattern != "plain")),
+            "colour_success": float(colour_matches(votes, case.target.colour, patterned)),
             "pattern_success": float(self.judge.predict(result[None], garment[None])[0] == case.target.pattern),
             "psnr_outside_mask_db": _capped_psnr(result, case.photo.to_tensor(), ~_grown(garment)),
             "head_psnr_db": _capped_psnr(result, case.photo.to_tensor(), torch.from_numpy(case.photo.mask("head") | case.photo.mask("hair"))),

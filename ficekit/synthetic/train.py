@@ -8,6 +8,7 @@ with provenance (seeds, steps, seconds, final metrics) into --out. Each trainer 
 Examples:
   python -m ficekit.synthetic.train --out checkpoints/demo --minutes 60
   python -m ficekit.synthetic.train --out checkpoints/demo --only clip,parser --minutes 10 --device cuda
+  python -m ficekit.synthetic.train --out checkpoints/demo --only gan,e4e --minutes 90 --resume
 """
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ EXAMPLE_SIZE = 128  # example photos are rendered larger than the generator; the
 DEMO_DEFAULTS = EditDefaults(iterations=200, mask="auto", stitch="feather")
 # Trainer settings of the demo that differ from the trainers' own defaults (the user's stage_kwargs win):
 # the GAN co-trains an encoder that reconstructs the renders, which teaches G garment colour and pattern
-# in tens of CPU minutes where the adversarial loss alone gives silhouettes (see train_gan).
-DEMO_STAGE_KWARGS: dict[str, dict[str, Any]] = {"gan": {"recon_weight": 10.0}}
+# in tens of CPU minutes where the adversarial loss alone gives silhouettes (see train_gan); a pool of
+# 20,000 renders (about 150 s to draw) so the GAN does not see the same people again and again.
+DEMO_STAGE_KWARGS: dict[str, dict[str, Any]] = {"gan": {"recon_weight": 10.0, "pool_size": 20_000}}
+# Stages that can continue from the model file already in the bundle folder (--resume), and that file.
+RESUMABLE = {"gan": "generator.pt", "e4e": "e4e.pt", "clip": "clip.pt"}
 
 
 def _stage_runner(stage: str) -> Callable[..., TrainReport | list[TrainReport]]:
@@ -106,6 +110,17 @@ def _cotrained_encoder(out_dir: Path) -> Path | None:
 
     path = out_dir / "e4e.pt"
     return path if trainer_of(path) == GAN_TRAINER_ID else None
+
+
+def _resume_kwargs(stage: str, out_dir: Path, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The trainer arguments that continue `stage` from its model file in out_dir (ValueError if it has none)."""
+    path = out_dir / RESUMABLE[stage]
+    if not path.is_file():
+        raise ValueError(f"--resume: {out_dir} has no {RESUMABLE[stage]} to continue the {stage} stage from")
+    resume: dict[str, Any] = {"init_from": path}
+    if stage == "gan" and kwargs.get("recon_weight") and (out_dir / "e4e.pt").is_file():
+        resume["init_encoder_from"] = out_dir / "e4e.pt"  # the co-trained (or fine-tuned) encoder goes on too
+    return resume
 
 
 def _example_seeds(n: int) -> list[int]:
@@ -185,6 +200,7 @@ def train_bundle(
     stage_kwargs: dict[str, dict[str, Any]] | None = None,
     threads: int | None = None,
     storage: str = "float16",
+    resume: bool = False,
 ) -> Bundle | None:
     """Train `stages` within about `minutes` of wall-clock time and write `out_dir`/bundle.json.
 
@@ -192,6 +208,8 @@ def train_bundle(
     is only a backstop unless stage_kwargs[stage]['steps'] sets one). `threads` sets torch's CPU threads
     for the run (on a busy machine 1 thread trains several times faster than oversubscribed cores).
     `storage` 'float16' rewrites each trained .pt file with float16 weights (compact.py) before it is hashed.
+    `resume` continues each stage from the model file already in `out_dir` (RESUMABLE names the stages that
+    can) instead of training it from scratch.
 
     Returns the bundle, or None while `out_dir` still lacks a required role (another run, e.g. in a second
     process, may train it): the trained roles' records then wait in RECORDS_FILE and the run that completes
@@ -204,6 +222,9 @@ def train_bundle(
         raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
     if minutes <= 0:
         raise ValueError(f"minutes must be > 0, got {minutes}")
+    if resume and any(s not in RESUMABLE for s in stages):
+        fixed = [s for s in stages if s not in RESUMABLE]
+        raise ValueError(f"--resume: stage(s) {fixed} cannot resume (only {list(RESUMABLE)}); leave them out with --only")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     models, training = _existing(out)
@@ -216,7 +237,7 @@ def train_bundle(
         torch.set_num_threads(threads)
     try:
         trained = _run_stages(
-            out, stages, minutes, share_total, models, training, device, seed, progress, stage_kwargs, storage
+            out, stages, minutes, share_total, models, training, device, seed, progress, stage_kwargs, storage, resume
         )
     finally:
         torch.set_num_threads(previous_threads)
@@ -258,6 +279,7 @@ def _run_stages(
     progress: bool,
     stage_kwargs: dict[str, dict[str, Any]] | None,
     storage: str = "float16",
+    resume: bool = False,
 ) -> list[str]:
     """Run the stages in STAGES order, recording each trained model's record and provenance; returns the
     roles trained."""
@@ -269,6 +291,8 @@ def _run_stages(
         kwargs = dict(steps=STEP_BACKSTOP, time_budget_s=budget_s, device=device, seed=seed, progress=progress)
         kwargs.update(DEMO_STAGE_KWARGS.get(stage, {}))
         kwargs.update((stage_kwargs or {}).get(stage, {}))
+        if resume:
+            kwargs.update(_resume_kwargs(stage, out, kwargs))
         if stage == "gan" and kwargs.get("recon_weight") and "encoder_kwargs" in (stage_kwargs or {}).get("e4e", {}):
             # The co-trained encoder is the e4e stage's starting point: same architecture.
             kwargs.setdefault("encoder_kwargs", stage_kwargs["e4e"]["encoder_kwargs"])  # type: ignore[index]
@@ -298,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--storage", choices=STORAGE_DTYPES, default="float16", help="weight dtype on disk (default: float16)")
+    parser.add_argument("--resume", action="store_true", help=f"continue {', '.join(RESUMABLE)} from the files in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s")
@@ -305,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bundle = train_bundle(
             args.out, stages, args.minutes, args.device, args.seed, progress=not args.quiet, threads=args.threads,
-            storage=args.storage,
+            storage=args.storage, resume=args.resume,
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"ficekit.synthetic.train: error: {e}", file=sys.stderr)

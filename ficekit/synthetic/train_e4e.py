@@ -186,7 +186,7 @@ def train_e4e(
                 f"generator takes {G.num_ws} of width {G.w_dim}"
             )
         if init_from is not None:
-            _start_from(encoder, init_from, device)
+            start_from(encoder, init_from, device)
         else:
             with torch.no_grad():
                 encoder.latent_avg.copy_(w_avg.view(1, 1, -1).expand_as(encoder.latent_avg))
@@ -238,13 +238,12 @@ def train_e4e(
     return TrainReport("encoder", spec, budget.step, train_seconds, metrics, config)
 
 
-def _start_from(encoder: Encoder4Editing, path: str | os.PathLike, device: str | torch.device) -> None:
-    """Copy an e4e file's weights and latent_avg into `encoder`; the architectures must be the same."""
+def start_from(encoder: Encoder4Editing, path: str | os.PathLike, device: str | torch.device) -> None:
+    """Copy an e4e file's weights and latent_avg into `encoder` (to resume or fine-tune it); the
+    architectures must be the same (ValueError naming both otherwise)."""
     start = load_e4e(path, device=device)
     if start.init_kwargs != encoder.init_kwargs:
-        raise ValueError(
-            f"train_e4e: init_from {path} has encoder kwargs {start.init_kwargs}, not {encoder.init_kwargs}"
-        )
+        raise ValueError(f"encoder file {path} has encoder kwargs {start.init_kwargs}, not {encoder.init_kwargs}")
     encoder.load_state_dict(start.state_dict())
 
 

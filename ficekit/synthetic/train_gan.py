@@ -68,13 +68,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ficekit.bundle import ModelSpec
-from ficekit.checkpoint_io import atomic_write
+from ficekit.checkpoint_io import atomic_write, load_torch_file
 from ficekit.encoder import Encoder4Editing, save_e4e
-from ficekit.generator import Discriminator, Generator, save_generator
+from ficekit.generator import Discriminator, Generator, load_discriminator, load_generator, save_generator
 from ficekit.synthetic.dataset import training_batches
 from ficekit.synthetic.train_e4e import E4E_FILE as ENCODER_FILE
 from ficekit.synthetic.train_e4e import TRAINER_ID as E4E_TRAINER_ID
-from ficekit.synthetic.train_e4e import default_encoder_kwargs
+from ficekit.synthetic.train_e4e import default_encoder_kwargs, start_from
 from ficekit.synthetic.training import Budget, TrainReport, trainer_of
 
 logger = logging.getLogger(__name__)
@@ -347,6 +347,8 @@ def train_gan(
     recon_weight: float = 0.0,               # Weight of the co-trained encoder's L1 reconstruction term; 0 = plain GAN.
     recon_delta_weight: float = 0.05,        # Weight of the encoder's W+ spread penalty (FICE's w_delta) in that term.
     encoder_kwargs: dict[str, Any] | None = None,  # Updates train_e4e.default_encoder_kwargs(G) for that encoder.
+    init_from: str | os.PathLike | None = None,  # Resume: G, G_ema and D from this FICE-format generator.pt.
+    init_encoder_from: str | os.PathLike | None = None,  # Resume the co-trained encoder from this e4e.pt.
 ) -> TrainReport:
     """Train ficekit's StyleGAN2 Generator and Discriminator on rendered people; write out_dir/generator.pt.
 
@@ -361,6 +363,12 @@ def train_gan(
     thumbnails, not FID) and colour_moment_dist (distance of per-channel colour means and stds), each also as
     '<name>_init' before training, and pixel_fd8_real_floor (the same distance between two sets of real
     images, when the pool holds 2 * n_eval); kimg and steps_per_s.
+
+    Resuming (`init_from`, e.g. out_dir/generator.pt of an earlier run): G and G_ema start from the file's G
+    (train_gan saves G_ema only) and D from its D, with the architecture the file records (so g_kwargs and
+    d_kwargs must be None) and fresh Adam states; `init_encoder_from` does the same for the co-trained
+    encoder. The config records what was resumed ('resumed_from': file, steps, kimg, seconds) and the
+    metric 'kimg_total' counts the earlier images too.
 
     Raises:
         ValueError: bad sizes or settings.
@@ -386,6 +394,9 @@ def train_gan(
     if recon_weight < 0 or recon_delta_weight < 0:
         raise ValueError(f"train_gan: recon weights must be >= 0, got {recon_weight} and {recon_delta_weight}")
     Budget(steps, time_budget_s)  # validates steps and the time limit before any work
+    if init_encoder_from is not None and not (init_from is not None and recon_weight > 0):
+        raise ValueError("train_gan: init_encoder_from resumes the co-trained encoder: it needs init_from and recon_weight > 0")
+    start = _Start.read(init_from, init_encoder_from, resolution, g_kwargs, d_kwargs) if init_from is not None else None
     out = Path(out_dir)
     path = out / OUTPUT_FILE
     _check_replaceable(path)  # fail before training, not after it
@@ -423,7 +434,7 @@ def train_gan(
             torch.set_num_threads(cpu_threads)
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed)
-            G_ema, D, E, steps_done, seconds, metrics = _train(pool.to(dev), gk, dk, dev, settings, encoder_kwargs)
+            G_ema, D, E, steps_done, seconds, metrics = _train(pool.to(dev), gk, dk, dev, settings, encoder_kwargs, start)
     finally:
         torch.set_num_threads(threads)
 
@@ -448,6 +459,9 @@ def train_gan(
     }
     if E is not None:
         config["encoder_kwargs"] = dict(E.init_kwargs)
+    if start is not None:
+        config["resumed_from"] = start.record
+        metrics["kimg_total"] = metrics["kimg"] + float(start.record["kimg"] or 0.0)
     training = {"trainer": TRAINER_ID, "steps": steps_done, "seconds": round(seconds, 1), "metrics": metrics}
     _save(G_ema, D, path, training | {"config": config})
     if E is not None:
@@ -476,6 +490,43 @@ def train_gan(
     )
 
 
+@dataclass
+class _Start:
+    """The networks a resumed run starts from, and the record of the run that made them."""
+
+    G: Generator
+    D: Discriminator
+    encoder_file: Path | None
+    record: dict[str, Any]
+
+    @classmethod
+    def read(
+        cls,
+        path: str | os.PathLike,
+        encoder_path: str | os.PathLike | None,
+        resolution: int,
+        g_kwargs: dict[str, Any] | None,
+        d_kwargs: dict[str, Any] | None,
+    ) -> _Start:
+        """Load G and D of a FICE-format generator.pt (CheckpointError for a bad file or one without D)."""
+        if g_kwargs is not None or d_kwargs is not None:
+            raise ValueError("train_gan: a resumed run keeps the architecture of init_from; pass no g_kwargs or d_kwargs")
+        G, D = load_generator(path, format="fice"), load_discriminator(path)
+        if G.img_resolution != resolution or D.img_resolution != resolution:
+            raise ValueError(f"train_gan: init_from {path} is {G.img_resolution} px; this run trains {resolution} px")
+        payload = load_torch_file(path, "generator checkpoint")
+        earlier = payload.get("training") if isinstance(payload.get("training"), dict) else {}
+        metrics = earlier.get("metrics") if isinstance(earlier.get("metrics"), dict) else {}
+        kimg = metrics.get("kimg_total", metrics.get("kimg"))
+        record: dict[str, Any] = {"file": str(Path(path).resolve()), "trainer": earlier.get("trainer")}
+        record |= {"steps": earlier.get("steps"), "seconds": earlier.get("seconds"), "kimg": kimg}
+        encoder_file = None
+        if encoder_path is not None:
+            encoder_file = Path(encoder_path)
+            record["encoder_file"] = str(encoder_file.resolve())
+        return cls(G, D, encoder_file, record)
+
+
 def _build_encoder(G: Generator, overrides: dict[str, Any] | None, dev: torch.device) -> Encoder4Editing:
     """The co-trained e4e encoder for G (train_e4e's default architecture), predicting absolute W+ rows."""
     E = Encoder4Editing(**(default_encoder_kwargs(G) | dict(overrides or {}))).train().to(dev)
@@ -498,14 +549,19 @@ def _train(
     dev: torch.device,
     s: _Settings,
     encoder_kwargs: dict[str, Any] | None = None,
+    start: _Start | None = None,
 ) -> tuple[Generator, Discriminator, Encoder4Editing | None, int, float, dict[str, float]]:
     """The training loop, under an already seeded global RNG; returns G_ema, D, the co-trained encoder (None
-    when recon_weight is 0), steps, seconds and metrics."""
-    G = Generator(**gk).train().requires_grad_(False).to(dev)
-    D = Discriminator(**dk).train().requires_grad_(False).to(dev)
+    when recon_weight is 0), steps, seconds and metrics. `start` resumes from an earlier run's networks."""
+    G = (start.G if start is not None else Generator(**gk)).train().requires_grad_(False).to(dev)
+    D = (start.D if start is not None else Discriminator(**dk)).train().requires_grad_(False).to(dev)
     G_ema = copy.deepcopy(G).eval()
     opt_g = torch.optim.Adam(G.parameters(), lr=s.lr, betas=(0.0, 0.99), eps=1e-8)
-    E = _build_encoder(G, encoder_kwargs, dev) if s.recon_weight > 0 else None
+    E = None
+    if s.recon_weight > 0:
+        E = _build_encoder(G, encoder_kwargs, dev)
+        if start is not None and start.encoder_file is not None:
+            start_from(E, start.encoder_file, dev)
     # The encoder trains as e4e does (Adam with momentum); StyleGAN's beta1 = 0 made it diverge.
     opt_e = torch.optim.Adam(E.parameters(), lr=ENCODER_LR, betas=(0.9, 0.99)) if E is not None else None
     c = s.r1_interval / (s.r1_interval + 1) if s.r1_gamma > 0 else 1.0  # NVlabs' lazy-regularisation adjustment
