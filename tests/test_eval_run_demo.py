@@ -55,3 +55,18 @@ def test_fice_and_inpaint_on_the_demo_bundle_with_resume(tmp_path, monkeypatch):
     monkeypatch.setattr("ficekit.baselines.inpaint.InpaintBaseline.inpaint_result", no_edit)
     run_evaluation(images, TEXTS, ["fice", "inpaint"], out, **kwargs)
     assert _snapshot(out) == before
+
+
+def test_quiet_silences_the_diffusion_libraries_loading_bars(tmp_path):
+    from diffusers.utils import logging as diffusers_logging
+
+    from ficekit.eval.run import main
+
+    diffusers_logging.enable_progress_bar()
+    try:
+        code = main(["--images", str(tmp_path / "none"), "--texts", "red t-shirt", "--out", str(tmp_path / "o"), "--quiet"])
+        assert code == 2  # no images there: refused, but the libraries were quietened first
+        assert not diffusers_logging.is_progress_bar_enabled()
+    finally:
+        diffusers_logging.enable_progress_bar()
+        diffusers_logging.set_verbosity_warning()

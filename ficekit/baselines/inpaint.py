@@ -409,7 +409,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """--quiet: diffusers' and transformers' own loggers and loading bars print errors only."""
     try:
         from diffusers.utils import logging as diffusers_logging
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     if args.quiet:
         warnings.filterwarnings("ignore", category=UserWarning)
-        _quiet_libraries()
+        quiet_libraries()
     try:
         return run(args)
     except (ImageReadError, CheckpointError, FileNotFoundError, FileExistsError, ValueError, KeyError, ImportError) as e:

@@ -288,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # per-edit INFO lines would drown the bars
     if args.quiet:
         warnings.filterwarnings("ignore", category=UserWarning)
+        try:
+            from ficekit.baselines.inpaint import quiet_libraries
+        except ImportError:
+            pass  # the runner names the missing baseline when a method needs it
+        else:
+            quiet_libraries()  # diffusers' and transformers' loading bars too
     judge = None if args.judge_clip.strip().lower() == "none" else args.judge_clip
     try:
         summary = run_evaluation(
