@@ -22,7 +22,8 @@ bundle.json (format_version 1)::
                       "kwargs": {"model_name": "RN50x4", "quick_gelu": true, "trust_torchscript": true}}
       },
       "defaults": {"iterations": 500, "lr": 0.05, "weights": {"clip": 1, ...}, "regularizer": "w_delta",
-                   "mask": "fice", "stitch": "fice", "schedule": "constant", "resolution": null},
+                   "mask": "fice", "stitch": "fice", "schedule": "constant", "resolution": null,
+                   "clip_augment": 0},
       "example_images": ["examples/person.png"],
       "provenance": {...free-form: where the weights come from...}
     }
@@ -139,6 +140,7 @@ class EditDefaults:
     stitch: str = "fice"  # Stitch method, one of ficekit.stitch.STITCH_METHODS.
     schedule: str = "constant"  # Learning-rate schedule name.
     resolution: int | None = None  # Working resolution in px; None = the generator's.
+    clip_augment: int = 0  # Random views the CLIP term averages over (ficekit); 0 = FICE.
 
     def __post_init__(self) -> None:
         if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 1:
@@ -158,6 +160,8 @@ class EditDefaults:
             isinstance(self.resolution, bool) or not isinstance(self.resolution, int) or self.resolution < 1
         ):
             raise ValueError(f"defaults.resolution must be null or an int >= 1, got {self.resolution!r}")
+        if isinstance(self.clip_augment, bool) or not isinstance(self.clip_augment, int) or self.clip_augment < 0:
+            raise ValueError(f"defaults.clip_augment must be an int >= 0, got {self.clip_augment!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EditDefaults:

@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--category", choices=["upper", "lower", "full", "outerwear"], help="garment category (default: from the text)")
     add("--stitch", help="stitching: fice, hard, feather, laplacian (default: the bundle's)")
     add("--schedule", help="learning-rate schedule: constant, cosine, rampdown (default: the bundle's)")
+    add("--clip-augment", type=int, metavar="N", help="CLIP scores N random views of G(w); 0 = FICE (default: the bundle's)")
     add("--seed", type=int, default=0, help="random seed for a repeatable run (default: 0)")
     add("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     add("--batch-size", type=int, default=4, help="photos optimised together (default: 4)")
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail("--text is empty; describe the garment, e.g. --text 'striped cotton shirt'")
     overrides = dict(
         iterations=args.iterations, lr=args.lr, regularizer=args.regularizer, mask=args.mask, stitch=args.stitch,
+        clip_augment=args.clip_augment,
         schedule=args.schedule, seed=args.seed, category=args.category, batch_size=args.batch_size,
         weights=parse_weights(args.weights) if args.weights else None,
     )

@@ -64,6 +64,7 @@ __all__ = [
     "WMean",
     "build_objective",
     "build_regularizer",
+    "random_views",
     "register_regularizer",
     "sample_w",
 ]
@@ -145,18 +146,44 @@ def _need(targets: EditTargets, field: str, term: str) -> torch.Tensor:
     return value
 
 
+# Random views for the CLIP term (clip_augment > 0): shift, scale and pixel noise, as CLIP-guided generators use
+# against adversarial pixel patterns. A pattern CLIP sees in every view is a pattern, not a CLIP blind spot.
+VIEW_SHIFT = 0.08  # largest translation in grid_sample units (the image spans [-1, 1]): 4 % of the side
+VIEW_SCALE = 0.1  # largest zoom in or out
+VIEW_NOISE = 0.02  # std of the Gaussian pixel noise ([0, 1] images)
+
+
+def random_views(images: torch.Tensor, views: int) -> torch.Tensor:
+    """`views` randomly shifted, scaled and noised copies of each image, differentiably: [views * N, 3, H, W]
+    (view-major: rows v*N .. v*N + N - 1 are view v of the N images). Uses the global torch RNG."""
+    n = images.shape[0]
+    theta = torch.zeros(views * n, 2, 3, device=images.device, dtype=images.dtype)
+    scale = 1 + VIEW_SCALE * (2 * torch.rand(views * n, device=images.device, dtype=images.dtype) - 1)
+    theta[:, 0, 0] = theta[:, 1, 1] = scale
+    theta[:, :, 2] = VIEW_SHIFT * (2 * torch.rand(views * n, 2, device=images.device, dtype=images.dtype) - 1)
+    batch = images.repeat(views, 1, 1, 1)
+    grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
+    warped = F.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return warped + VIEW_NOISE * torch.randn_like(warped)
+
+
 class ClipTerm(nn.Module):
     """CLIP text guidance: Σ_n Σ_t (1 − cos(CLIP(generated_n), text_t)), a sum over batch and texts
-    (FICE `clip_loss_fn`; FICE uses one text)."""
+    (FICE `clip_loss_fn`; FICE uses one text). With `augment` = V > 0 the cosine is the mean over V random
+    views of each image (random_views), a ficekit option that keeps small CLIPs from being fooled."""
 
     name = "clip"
 
     def __init__(
         self,
         clip: nn.Module,  # ClipGuide: encode_image([N,3,H,W] in [0,1]) -> [N,D], encode_text, similarity
+        augment: int = 0,  # random views per image; 0 = the image itself (FICE)
     ) -> None:
         super().__init__()
+        if isinstance(augment, bool) or not isinstance(augment, int) or augment < 0:
+            raise ValueError(f"clip augment must be an int >= 0 (views per image), got {augment!r}")
         self.clip = clip
+        self.augment = augment
 
     def prepare(self, photo: torch.Tensor, texts: str | Sequence[str] | None) -> dict[str, torch.Tensor]:
         """Unit-length text features [T, D] of `texts`."""
@@ -167,7 +194,11 @@ class ClipTerm(nn.Module):
     def forward(self, generated: torch.Tensor, ws: torch.Tensor, targets: EditTargets) -> torch.Tensor:
         """Scalar Σ(1 − cosine similarity) between the generated images and the target texts."""
         text = _need(targets, "text_features", self.name)
-        similarity = self.clip.similarity(self.clip.encode_image(generated), text)  # [N, T]
+        if not self.augment:
+            similarity = self.clip.similarity(self.clip.encode_image(generated), text)  # [N, T]
+        else:
+            views = self.clip.encode_image(random_views(generated, self.augment))  # [V * N, D]
+            similarity = self.clip.similarity(views, text).view(self.augment, generated.shape[0], -1).mean(0)
         return (1 - similarity).sum()
 
 
@@ -354,6 +385,7 @@ def build_objective(
     regularizer: str | nn.Module = "w_delta",  # a REGULARIZERS name or a built term with a `name`
     regularizer_kwargs: Mapping[str, Any] | None = None,  # options of the regulariser's factory (num_samples, seed)
     timing: bool = False,  # time each term (see Objective)
+    clip_augment: int = 0,  # random views the clip term averages over; 0 = FICE (see ClipTerm)
 ) -> Objective:
     """FICE's objective: img, shape, head_shape, regulariser and clip terms (FICE's summation order).
 
@@ -392,5 +424,5 @@ def build_objective(
         else:
             terms[reg_name] = regularizer
     if wanted("clip", clip, "clip"):
-        terms["clip"] = ClipTerm(clip)
+        terms["clip"] = ClipTerm(clip, augment=clip_augment)
     return Objective(terms, {k: v for k, v in weights.items() if k in terms}, timing=timing)

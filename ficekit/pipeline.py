@@ -47,6 +47,7 @@ class EditSettings:
     seed: int | None = 0  # makes a run repeatable; None = not seeded
     category: str | None = None  # garment category; None = from the text (or CLIP zero-shot)
     batch_size: int = 4  # photos optimised together
+    clip_augment: int = 0  # random views CLIP scores per image (ficekit); 0 = G(w) itself, as FICE
 
     def validate(self) -> EditSettings:
         """Raise ValueError naming the first impossible value."""
@@ -56,6 +57,8 @@ class EditSettings:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if isinstance(self.clip_augment, bool) or not isinstance(self.clip_augment, int) or self.clip_augment < 0:
+            raise ValueError(f"clip_augment must be an int >= 0 (views per image), got {self.clip_augment!r}")
         if self.mask not in MASK_MODES:
             raise ValueError(f"mask must be one of {MASK_MODES}, got {self.mask!r}")
         if self.stitch not in STITCH_METHODS:
@@ -98,6 +101,7 @@ def edit_settings(defaults: Any, **overrides: Any) -> EditSettings:
     base = EditSettings(
         iterations=defaults.iterations, lr=defaults.lr, weights=dict(defaults.weights),
         regularizer=defaults.regularizer, mask=defaults.mask, stitch=defaults.stitch, schedule=defaults.schedule,
+        clip_augment=defaults.clip_augment,
     )
     unknown = set(overrides) - {f.name for f in dataclasses.fields(EditSettings)}
     if unknown:
@@ -161,11 +165,11 @@ class FicePipeline:
 
     def _objective(self, settings: EditSettings) -> Any:
         weights = objective_weights(settings.weights, settings.regularizer)
-        key = (settings.regularizer, tuple(sorted(weights.items())))
+        key = (settings.regularizer, tuple(sorted(weights.items())), settings.clip_augment)
         if key not in self._objectives:
             self._objectives[key] = build_objective(
                 self.generator, self.clip, self.densepose, self.segmenter, weights=weights,
-                regularizer=settings.regularizer, timing=self.timing,
+                regularizer=settings.regularizer, timing=self.timing, clip_augment=settings.clip_augment,
             )
         return self._objectives[key]
 

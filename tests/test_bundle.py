@@ -391,6 +391,11 @@ def test_edit_defaults_from_dict() -> None:
         EditDefaults(lr=-1)
     with pytest.raises(ValueError, match="defaults.weights"):
         EditDefaults(weights={"clip": -1.0})
+    assert EditDefaults().clip_augment == 0  # FICE's plain CLIP term unless a bundle asks for views
+    assert EditDefaults.from_dict({"clip_augment": 4}).clip_augment == 4
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="defaults.clip_augment"):
+            EditDefaults(clip_augment=bad)
 
 
 def test_parser_architectures() -> None:

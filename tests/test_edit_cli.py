@@ -66,6 +66,7 @@ def test_default_image_is_the_bundles_example(bundle_dir, tmp_path):
         (["--text", "shirt", "--regularizer", "l2"], "regularizer must be one of"),
         (["--text", "shirt", "--stitch", "glue"], "stitch must be one of"),
         (["--text", "shirt", "--batch-size", "0"], "batch size must be >= 1"),
+        (["--text", "shirt", "--clip-augment", "-1"], "clip_augment must be an int >= 0"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(bundle_dir, tmp_path, capsys, extra, message):

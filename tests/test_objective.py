@@ -27,6 +27,7 @@ from ficekit.objective import (
     WMean,
     build_objective,
     build_regularizer,
+    random_views,
     register_regularizer,
     sample_w,
 )
@@ -160,6 +161,50 @@ def test_clip_term_known_cosines() -> None:
         term(generated, None, targets_for(generated))
     with pytest.raises(ValueError, match="texts"):
         term.prepare(generated, None)
+
+
+def test_random_views_are_the_image_without_shift_scale_or_noise(monkeypatch) -> None:
+    images = torch.rand(2, 3, 8, 8, requires_grad=True)
+    views = random_views(images, 3)
+    assert views.shape == (6, 3, 8, 8)
+    views.sum().backward()  # differentiable: the optimiser's gradient reaches G(w) through every view
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    for name in ("VIEW_SHIFT", "VIEW_SCALE", "VIEW_NOISE"):
+        monkeypatch.setattr("ficekit.objective." + name, 0.0)
+    still = random_views(images.detach(), 3)
+    torch.testing.assert_close(still, images.detach().repeat(3, 1, 1, 1), atol=1e-5, rtol=0)
+
+
+def test_random_views_shift_scale_and_noise_within_their_bounds(monkeypatch) -> None:
+    torch.manual_seed(0)
+    flat = torch.full((1, 3, 32, 32), 0.5)
+    noise = random_views(flat, 64) - 0.5  # a flat image only gets the noise (border padding)
+    assert noise.std().item() == pytest.approx(0.02, rel=0.05)
+    monkeypatch.setattr("ficekit.objective.VIEW_NOISE", 0.0)
+    ramp = torch.linspace(0, 1, 32).view(1, 1, 1, 32).expand(1, 3, 32, 32).contiguous()
+    views = random_views(ramp, 64)
+    centre_shift = (views[:, 0, 16, 15:17].mean(dim=1) - ramp[0, 0, 16, 15:17].mean()).abs()
+    # The two centre pixels average out the zoom; a shift of t grid units moves the ramp by t * 16 / 31.
+    assert 0.5 * 0.08 * 16 / 31 < centre_shift.max().item() <= 0.08 * 16 / 31 + 1e-4
+    assert views.min() >= 0 and views.max() <= 1  # bilinear with border padding: no values outside the image's
+
+
+def test_clip_term_with_views_averages_them() -> None:
+    """A flat colour's views differ only by zero-mean noise, so the mean-colour CLIP's loss barely moves; with
+    augment 0 the term is FICE's exactly."""
+    clip = MeanColourClip({"red": torch.tensor([1.0, 0, 0])})
+    yellow = torch.tensor([1.0, 1, 0]).view(1, 3, 1, 1).expand(2, 3, 16, 16).contiguous()
+    plain, viewed = ClipTerm(clip), ClipTerm(clip, augment=8)
+    targets = targets_for(yellow, **plain.prepare(yellow, "red"))
+    expected = 2 * (1 - 1 / math.sqrt(2))
+    assert plain(yellow, None, targets).item() == pytest.approx(expected)
+    torch.manual_seed(0)
+    assert viewed(yellow, None, targets).item() == pytest.approx(expected, abs=2e-3)
+    for bad in (-1, True, 1.5):
+        with pytest.raises(ValueError, match="augment"):
+            ClipTerm(clip, augment=bad)
+    objective = build_objective(None, clip, None, None, weights={"clip": 1, "none": 0}, regularizer="none", clip_augment=3)
+    assert objective.terms["clip"].augment == 3
 
 
 def test_shape_term_known_value() -> None:

@@ -57,6 +57,15 @@ def test_same_seed_same_result(pipe):
     assert torch.equal(a.ws, b.ws) and torch.equal(a.images[0], b.images[0])
 
 
+def test_clip_views_are_seeded_and_change_the_path(pipe):
+    photos = _photos((32, 32))
+    a, b = (pipe.edit(photos, "green sweater", iterations=3, seed=5, clip_augment=2, progress=False) for _ in "ab")
+    assert torch.equal(a.ws, b.ws)
+    assert pipe._objective(a.settings).terms["clip"].augment == 2
+    plain = pipe.edit(photos, "green sweater", iterations=3, seed=5, clip_augment=0, progress=False)
+    assert not torch.equal(a.ws, plain.ws)
+
+
 def test_batches_and_rounds(pipe):
     photos = _photos((32, 32), (32, 32), (32, 32))
     result = pipe.edit(photos, "black skirt", iterations=1, batch_size=2, progress=False)
@@ -75,13 +84,15 @@ def test_long_text_is_truncated_with_a_warning(pipe):
 
 def test_settings_merge_and_validation(pipe):
     s = pipe.settings(iterations=7, weights={"img": 3.0})
+    assert s.clip_augment == pipe.bundle.defaults.clip_augment and pipe.settings(clip_augment=3).clip_augment == 3
     assert s.iterations == 7 and s.weights["img"] == 3.0 and s.weights["clip"] == 1.0
     assert edit_settings(pipe.bundle.defaults, lr=None).lr == pipe.bundle.defaults.lr
     with pytest.raises(ValueError, match="unknown edit setting"):
         pipe.settings(iterationz=3)
     for bad, match in [({"iterations": 0}, "iterations"), ({"lr": 0}, "lr"), ({"mask": "x"}, "mask"),
                        ({"stitch": "x"}, "stitch"), ({"regularizer": "x"}, "regularizer"),
-                       ({"batch_size": 0}, "batch size"), ({"weights": {"img": -1}}, "weight")]:
+                       ({"batch_size": 0}, "batch size"), ({"weights": {"img": -1}}, "weight"),
+                       ({"clip_augment": -2}, "clip_augment")]:
         with pytest.raises(ValueError, match=match):
             pipe.settings(**bad)
     assert isinstance(s, EditSettings)

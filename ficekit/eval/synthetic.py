@@ -50,9 +50,10 @@ logger = logging.getLogger(__name__)
 
 PSNR_CAP_DB = 100.0  # an exactly preserved region counts as this in the means (PSNR would be infinite)
 EDIT_KINDS = ("colour", "pattern", "both")
-# Configurations compared: FICE's recipe, auto-masking with each stitcher, and the latent regularisers.
+# Configurations compared: FICE's recipe (its masks, stitch and plain CLIP term), auto-masking with each
+# stitcher, the latent regularisers, and the CLIP term without random views; unnamed settings are the bundle's.
 CONFIGS: dict[str, dict[str, Any]] = {
-    "fice": {"mask": "fice", "stitch": "fice", "regularizer": "w_delta"},
+    "fice": {"mask": "fice", "stitch": "fice", "regularizer": "w_delta", "clip_augment": 0},
     "auto+fice-stitch": {"mask": "auto", "stitch": "fice", "regularizer": "w_delta"},
     "auto+hard": {"mask": "auto", "stitch": "hard", "regularizer": "w_delta"},
     "auto+feather": {"mask": "auto", "stitch": "feather", "regularizer": "w_delta"},
@@ -60,6 +61,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "auto+feather+w_mean": {"mask": "auto", "stitch": "feather", "regularizer": "w_mean"},
     "auto+feather+pn": {"mask": "auto", "stitch": "feather", "regularizer": "pn"},
     "auto+feather+none": {"mask": "auto", "stitch": "feather", "regularizer": "none"},
+    "auto+feather+noaug": {"mask": "auto", "stitch": "feather", "regularizer": "w_delta", "clip_augment": 0},
 }
 METRICS = ("colour_success", "pattern_success", "psnr_outside_mask_db", "head_psnr_db", "pose_part_iou", "seconds_per_edit")
 
