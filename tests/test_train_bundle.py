@@ -12,7 +12,7 @@ G_KW = {"z_dim": 16, "w_dim": 16, "mapping_kwargs": {"num_layers": 1},
 TOY = {
     "gan": {"steps": 2, "resolution": 32, "batch_size": 2, "pool_size": 8, "n_eval": 8, "g_kwargs": G_KW,
             "d_kwargs": {"channel_base": 128, "channel_max": 16}},
-    "e4e": {"steps": 2, "batch_size": 2, "eval_samples": 2,
+    "e4e": {"steps": 2, "batch_size": 2, "eval_samples": 2, "bn_calibration": 4,
             "encoder_kwargs": {"units": [1, 1, 1, 1], "channels": [16, 16, 16, 16]}},
     "clip": {"steps": 2, "batch_size": 2, "image_size": 32, "eval_samples": 4, "model_config": {
         "embed_dim": 16, "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 16, "layers": 1, "head_width": 8},

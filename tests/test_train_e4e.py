@@ -14,6 +14,7 @@ from ficekit.generator import Generator, load_generator, save_generator, synthes
 from ficekit.synthetic.dataset import render_batch
 from ficekit.synthetic.train_e4e import (
     E4E_FILE,
+    calibrate_batchnorm,
     default_encoder_kwargs,
     e4e_losses,
     sample_targets,
@@ -169,3 +170,35 @@ def test_init_from_needs_the_same_architecture(tmp_path: Path, generator_path: P
     with pytest.raises(ValueError, match="init_from"):
         train_e4e(tmp_path / "out", generator_path, steps=1, batch_size=2, progress=False, init_from=tmp_path / "other.pt",
                   encoder_kwargs={"units": [1, 1, 1, 1], "channels": [16, 16, 16, 16]})  # fmt: skip
+
+
+def test_calibrate_batchnorm_averages_the_batches_statistics() -> None:
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1, bias=False), torch.nn.BatchNorm2d(1)).eval()
+    torch.nn.init.ones_(net[0].weight)
+    batches = [torch.full((4, 1, 2, 2), 1.0), torch.full((4, 1, 2, 2), 3.0)]
+    batches[1][0] = 5.0  # second batch: one image of 5s among 3s -> mean 3.5, unbiased variance 0.8
+    assert calibrate_batchnorm(net, batches) == 8
+    bn = net[1]
+    assert bn.running_mean.item() == pytest.approx((1.0 + 3.5) / 2)  # the plain average, not a moving one
+    assert bn.running_var.item() == pytest.approx((0.0 + 0.8) / 2)
+    assert bn.momentum == 0.1 and not net.training  # left as it was
+    with pytest.raises(ValueError, match="no images"):
+        calibrate_batchnorm(net, [])
+
+
+def test_training_calibrates_batchnorm_on_photos(tmp_path: Path, generator_path: Path) -> None:
+    """With bn_calibration the written encoder's BatchNorm statistics are recomputed on renders (and lower
+    its photo error after photo-only training: measured 0.061 -> 0.047 at 30 steps); 0 keeps the moving
+    averages and leaves every other weight the same."""
+    from ficekit.encoder import load_e4e
+
+    photos = {**FAST, "real_fraction": 1.0}
+    on = train_e4e(tmp_path / "on", generator_path, steps=2, seed=0, **{**photos, "bn_calibration": 32})
+    off = train_e4e(tmp_path / "off", generator_path, steps=2, seed=0, **{**photos, "bn_calibration": 0})
+    assert on.config["bn_calibration"] == 32 and off.config["bn_calibration"] == 0
+    a, b = load_e4e(tmp_path / "on" / E4E_FILE).state_dict(), load_e4e(tmp_path / "off" / E4E_FILE).state_dict()
+    stats = [k for k in a if k.endswith("running_mean")]
+    assert stats and any(not torch.allclose(a[k], b[k]) for k in stats)
+    assert all(torch.equal(a[k], b[k]) for k in a if "running" not in k and "num_batches" not in k)
+    with pytest.raises(ValueError, match="bn_calibration"):
+        train_e4e(tmp_path / "bad", generator_path, steps=1, **{**FAST, "bn_calibration": -1})

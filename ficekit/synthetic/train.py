@@ -50,13 +50,20 @@ TIME_SHARES = {"gan": 0.55, "e4e": 0.2, "clip": 0.1, "densepose": 0.075, "parser
 RECORDS_FILE = "training-records.json"  # trained roles' records while the bundle is incomplete
 STEP_BACKSTOP = 1_000_000  # stages end by their time budget; this only bounds a runaway loop
 EXAMPLE_SIZE = 128  # example photos are rendered larger than the generator; the editor fits them
-# Demo defaults: FICE's weights, garment auto-masking and feathered stitching (the ficekit extensions).
-DEMO_DEFAULTS = EditDefaults(iterations=200, mask="auto", stitch="feather")
+# Demo defaults: FICE's weights, garment auto-masking, feathered stitching and 4 CLIP views (the ficekit
+# extensions; on the demo's small CLIP the views raised colour / pattern success from 12 / 25 % to 38 / 42 %
+# in the synthetic benchmark, n = 24).
+DEMO_DEFAULTS = EditDefaults(iterations=200, mask="auto", stitch="feather", clip_augment=4)
 # Trainer settings of the demo that differ from the trainers' own defaults (the user's stage_kwargs win):
 # the GAN co-trains an encoder that reconstructs the renders, which teaches G garment colour and pattern
 # in tens of CPU minutes where the adversarial loss alone gives silhouettes (see train_gan); a pool of
-# 20,000 renders (about 150 s to draw) so the GAN does not see the same people again and again.
-DEMO_STAGE_KWARGS: dict[str, dict[str, Any]] = {"gan": {"recon_weight": 10.0, "pool_size": 20_000}}
+# 20,000 renders (about 150 s to draw) so the GAN does not see the same people again and again. The e4e
+# stage then fine-tunes that encoder on photos only (the image term) and recomputes its BatchNorm statistics
+# on 512 renders: held-out photo MSE 0.0042, against 0.0078 with generated samples in the batches.
+DEMO_STAGE_KWARGS: dict[str, dict[str, Any]] = {
+    "gan": {"recon_weight": 10.0, "pool_size": 20_000},
+    "e4e": {"real_fraction": 1.0, "bn_calibration": 512},
+}
 # Stages that can continue from the model file already in the bundle folder (--resume), and that file.
 RESUMABLE = {"gan": "generator.pt", "e4e": "e4e.pt", "clip": "clip.pt"}
 

@@ -21,6 +21,12 @@ delta regulariser; here the generator is ours, so its own samples come with thei
   gave lower held-out photo MSE than 10 at the same w error (0.0132 vs 0.0144 after 180 steps).
 - No progressive delta schedule (e4e's num_deltas): the w term supervises every row from the start.
 - Adam with a short warm-up and cosine decay over the run (the step or time budget, whichever ends it).
+- Optionally (`bn_calibration` > 0; the demo uses 512 with real_fraction 1), BatchNorm's running statistics
+  are recomputed at the end on that many fresh training renders (calibrate_batchnorm, detectron2's
+  "precise BN"): the moving averages lag the weights. Only with photo-only batches: after training on
+  mixed batches the layers expect mixture statistics, and calibrating on photos tripled a test encoder's
+  error (0.098 -> 0.29), while after photo-only training it lowered it (0.061 -> 0.047; the demo
+  encoder's held-out photo MSE 0.018 -> 0.004).
 - The encoder is small for the CPU (DEFAULT_ENCODER: IR-SE units [1,1,2,1], channels [16,32,64,128]),
   reads images at G's resolution, and starts from G's w_avg (e4e's latent_avg, added to its output).
 
@@ -37,7 +43,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +63,7 @@ logger = logging.getLogger(__name__)
 
 E4E_FILE = "e4e.pt"
 TRAINER_ID = "ficekit.synthetic.train_e4e"  # recorded in e4e.pt['training']['trainer']
+CALIBRATION_BATCH = 32  # renders per forward pass when calibrating BatchNorm statistics
 # Encoder architecture beside what the generator fixes (gan_size, w_dim, input_size): a few-unit IR-SE body.
 DEFAULT_ENCODER: dict[str, Any] = {"units": [1, 1, 2, 1], "channels": [16, 32, 64, 128]}
 _EVAL_Z_SEED = 1_000_003  # offset of the held-out z stream from the training seed
@@ -141,6 +148,7 @@ def train_e4e(
     row_noise: float = 0.0,  # per-row noise on the targets, in W std units
     eval_samples: int = 32,  # held-out generated samples and held-out renders for the metrics
     init_from: str | os.PathLike | None = None,  # start from this e4e file (e.g. the GAN's co-trained one)
+    bn_calibration: int = 0,  # renders whose statistics become BatchNorm's running ones at the end; 0 = off
 ) -> TrainReport:
     """Train an e4e encoder on `generator_path`'s samples (and renders); write out_dir/e4e.pt; report.
 
@@ -156,6 +164,8 @@ def train_e4e(
         raise ValueError(f"mixing_prob must be in [0, 1], got {mixing_prob}")
     if eval_samples < 1:
         raise ValueError(f"eval_samples must be >= 1, got {eval_samples}")
+    if bn_calibration < 0:
+        raise ValueError(f"bn_calibration must be >= 0 (renders), got {bn_calibration}")
     Budget(steps, time_budget_s)  # validates steps / time_budget_s before any work
     start = time.perf_counter()
     out = Path(out_dir)
@@ -174,6 +184,7 @@ def train_e4e(
         "lr": lr, "w_weight": w_weight, "image_weight": image_weight, "w_delta_weight": w_delta_weight,
         "real_fraction": real_fraction, "mixing_prob": mixing_prob, "row_noise": row_noise,
         "max_steps": steps, "time_budget_s": time_budget_s, "init_from": None if init_from is None else str(init_from),
+        "bn_calibration": bn_calibration,
     }  # fmt: skip
 
     with torch.random.fork_rng(devices=[]):
@@ -219,6 +230,8 @@ def train_e4e(
             bar.set_postfix({k: f"{float(v.detach()):.4g}" for k, v in terms.items()}, refresh=False)
         bar.close()
         train_seconds = budget.elapsed
+        if bn_calibration:
+            calibrate_batchnorm(encoder, _calibration_batches(bn_calibration, size, seed, device))
 
     spec = ModelSpec(E4E_FILE, "e4e")
     out.mkdir(parents=True, exist_ok=True)
@@ -236,6 +249,39 @@ def train_e4e(
         budget.step, train_seconds, metrics["steps_per_s"], {k: round(v, 5) for k, v in metrics.items()},
     )  # fmt: skip
     return TrainReport("encoder", spec, budget.step, train_seconds, metrics, config)
+
+
+def _calibration_batches(n: int, size: int, seed: int, device: str | torch.device) -> Iterator[torch.Tensor]:
+    """`n` training renders in batches of at most CALIBRATION_BATCH, from a stream apart from training's."""
+    stream = training_batches(CALIBRATION_BATCH, size, seed=seed + 1_000)
+    for start in range(0, n, CALIBRATION_BATCH):
+        yield next(stream).images[: n - start].to(device)
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Replace every BatchNorm's running mean and variance by their average over `batches` (forward passes
+    in train mode, no gradient); returns the images seen. Why: moving averages lag the weights they
+    normalise for; the batches should look like the training batches (see the module docstring)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    seen = 0
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches
+        model.train()
+        for images in batches:
+            model(images)
+            seen += images.shape[0]
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    if norms and seen == 0:
+        raise ValueError("calibrate_batchnorm: no images given")
+    return seen
 
 
 def start_from(encoder: Encoder4Editing, path: str | os.PathLike, device: str | torch.device) -> None:
