@@ -227,8 +227,8 @@ def train_bundle(
         raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
     if minutes <= 0:
         raise ValueError(f"minutes must be > 0, got {minutes}")
-    if resume and any(s not in RESUMABLE for s in stages):
-        fixed = [s for s in stages if s not in RESUMABLE]
+    fixed = [s for s in stages if s not in RESUMABLE]
+    if resume and fixed:
         raise ValueError(f"--resume: stage(s) {fixed} cannot resume (only {list(RESUMABLE)}); leave them out with --only")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
