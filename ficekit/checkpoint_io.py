@@ -85,7 +85,9 @@ def require_keys(obj: Any, keys: list[str], path: str | os.PathLike, what: str) 
 def load_state_dict_strict(
     module: torch.nn.Module, state: Mapping[str, Any], path: str | os.PathLike, what: str
 ) -> None:
-    """Copy `state` into `module` requiring identical keys and shapes; the error names the first bad key."""
+    """Copy `state` into `module` requiring identical keys and shapes and finite float values; the error
+    names the first bad key (a non-finite value, e.g. a BatchNorm statistic that overflowed float16, would
+    otherwise silently zero a channel or turn every output into nan)."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -103,6 +105,12 @@ def load_state_dict_strict(
         if tuple(value.shape) != tuple(ref.shape):
             raise CheckpointError(
                 f"{what}: {path}: entry {key!r} has shape {list(value.shape)}, the model expects {list(ref.shape)}"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(
+                f"{what}: {path}: entry {key!r} holds {bad} non-finite value(s) (inf/nan) of {value.numel()} — "
+                f"the file is corrupt (a diverged run, or a {value.dtype} overflow)"
             )
     module.load_state_dict(dict(state), strict=True)
 

@@ -33,3 +33,34 @@ def test_compacted_files_load_and_give_nearly_the_same_outputs(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(G2(z, noise_mode="const"), img_before, atol=2e-2, rtol=0)
         torch.testing.assert_close(E2(x), ws_before, atol=2e-2, rtol=0)
+
+
+def test_half_precision_keeps_tensors_beyond_float16_range_in_float32():
+    big = torch.tensor([1.0, 7.0e4])  # 7e4 > 65504 would become inf in float16
+    odd = torch.tensor([1.0, float("inf")])
+    out = half_precision({"big": big, "odd": odd, "edge": torch.tensor([-65504.0, 0.5]), "empty": torch.ones(0)})
+    assert out["big"].dtype == torch.float32 and torch.equal(out["big"], big)
+    assert out["odd"].dtype == torch.float32
+    assert out["edge"].dtype == torch.float16 and torch.isfinite(out["edge"]).all()
+    assert out["empty"].dtype == torch.float16
+
+
+def test_compacted_encoder_with_large_batchnorm_statistics_keeps_them(tmp_path):
+    # A layer whose weights grew gets BatchNorm running_var beyond float16's range; cast, it was inf and the
+    # eval-mode encoder silently zeroed those channels (the demo bundle once shipped such a file).
+    torch.manual_seed(0)
+    E = Encoder4Editing(gan_size=16, units=[1, 1, 1, 1], channels=[16, 16, 16, 16], w_dim=16, input_size=32).eval()
+    bn = next(m for m in E.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    with torch.no_grad():
+        bn.running_var.mul_(1.0e5)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = E(x)
+    save_e4e(E, tmp_path / "e4e.pt")
+    compact_checkpoint(tmp_path / "e4e.pt")
+    E2 = load_e4e(tmp_path / "e4e.pt")
+    bn2 = next(m for m in E2.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert torch.isfinite(bn2.running_var).all()
+    torch.testing.assert_close(bn2.running_var, bn.running_var)
+    with torch.no_grad():
+        torch.testing.assert_close(E2(x), expected, atol=2e-2, rtol=0)

@@ -229,6 +229,18 @@ def test_wrong_shape(small: Encoder4Editing, tmp_path) -> None:
         load_e4e(path)
 
 
+def test_non_finite_batchnorm_statistic_is_refused(small: Encoder4Editing, tmp_path) -> None:
+    """A float16-overflowed running_var (inf) would silently zero its channel in eval mode: refuse the file."""
+    path = tmp_path / "overflow.pt"
+    save_e4e(small, path)
+    ckpt = torch.load(path, weights_only=True)
+    key = next(k for k in ckpt["state_dict"] if k.endswith("running_var"))
+    ckpt["state_dict"][key] = ckpt["state_dict"][key].half().index_fill(0, torch.tensor([0, 2]), float("inf"))
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match=rf"overflow.pt.*{key.removeprefix('encoder.').replace('.', '[.]')}.*2 non-finite"):
+        load_e4e(path)
+
+
 def test_unknown_depth_is_reported(tmp_path) -> None:
     """A file without recorded kwargs whose body matches no IR-SE depth gets a clear error, not a crash."""
     path = tmp_path / "odd.pt"

@@ -1,8 +1,10 @@
 """Store a trained bundle's float32 weights as float16, halving what the demo bundle costs in git.
 
 The loaders copy state into float32 modules (`load_state_dict` casts), so a compacted file loads into
-the same architecture; values change by float16 rounding only (relative 2^-11). Integer tensors, float64
-tensors and everything that is not a tensor (kwargs, training records) are kept as they are.
+the same architecture; values change by float16 rounding only (relative 2^-11). A float32 tensor with any
+value beyond float16's range (|x| > 65504, e.g. a BatchNorm running_var of a layer whose weights grew) is
+kept float32: cast, it would turn into inf and silently switch that channel off in eval mode. Integer
+tensors, float64 tensors and everything that is not a tensor (kwargs, training records) are kept as they are.
 """
 
 from __future__ import annotations
@@ -16,12 +18,19 @@ import torch
 from ficekit.checkpoint_io import atomic_write, load_torch_file
 
 STORAGE_DTYPES = ("float32", "float16")
+FLOAT16_MAX = float(torch.finfo(torch.float16).max)
+
+
+def fits_float16(tensor: torch.Tensor) -> bool:
+    """Whether every value of `tensor` is finite and within float16's range, so a cast loses only precision."""
+    return bool(torch.isfinite(tensor).all()) and (tensor.numel() == 0 or float(tensor.abs().max()) <= FLOAT16_MAX)
 
 
 def half_precision(obj: Any) -> Any:
-    """`obj` with every float32 tensor (in dicts, lists and tuples, at any depth) cast to float16."""
+    """`obj` with every float32 tensor (in dicts, lists and tuples, at any depth) cast to float16, except
+    tensors that do not fit float16 (see fits_float16), which stay float32."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().to(torch.float16) if obj.dtype == torch.float32 else obj
+        return obj.detach().to(torch.float16) if obj.dtype == torch.float32 and fits_float16(obj) else obj
     if isinstance(obj, dict):
         return type(obj)((k, half_precision(v)) for k, v in obj.items())
     if isinstance(obj, (list, tuple)):
