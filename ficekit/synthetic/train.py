@@ -58,9 +58,8 @@ DEMO_DEFAULTS = EditDefaults(iterations=200, mask="auto", stitch="feather", clip
 # the GAN co-trains an encoder that reconstructs the renders, which teaches G garment colour and pattern
 # in tens of CPU minutes where the adversarial loss alone gives silhouettes (see train_gan); a pool of
 # 20,000 renders (about 150 s to draw) so the GAN does not see the same people again and again. The e4e
-# stage keeps BatchNorm's moving averages (bn_calibration 0): calibrating them on renders lowered held-out
-# photo MSE from 0.018 to 0.007 but pattern success in the synthetic benchmark fell from 46 % to 25 % (n = 24),
-# e4e's distortion-editability trade-off.
+# stage keeps BatchNorm's moving averages (bn_calibration 0); an earlier comparison with calibration was
+# measured on files whose float16 storage had turned large running variances into inf, and is void.
 DEMO_STAGE_KWARGS: dict[str, dict[str, Any]] = {"gan": {"recon_weight": 10.0, "pool_size": 20_000}}
 # Stages that can continue from the model file already in the bundle folder (--resume), and that file.
 RESUMABLE = {"gan": "generator.pt", "e4e": "e4e.pt", "clip": "clip.pt"}
