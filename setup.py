@@ -22,7 +22,22 @@ setup(
     package_dir={"ficekit_checkpoints": "checkpoints"} if data_packages else {},
     package_data={
         "stylegan2_ops": ["csrc/*.cpp", "csrc/*.cu", "csrc/*.h", "csrc/*.cuh"],
+        "ficekit": ["py.typed"],
         "ficekit_checkpoints": ["demo/*", "demo/**/*"],
+    },
+    entry_points={
+        "console_scripts": [
+            "ficekit-edit=ficekit.edit:main",
+            "ficekit-app=ficekit.app.__main__:main",
+            "ficekit-download=ficekit.download:main",
+            "ficekit-eval=ficekit.eval.run:main",
+            "ficekit-eval-synthetic=ficekit.eval.synthetic:main",
+            "ficekit-eval-inversion=ficekit.eval.inversion:main",
+            "ficekit-sweep=ficekit.eval.sweep:main",
+            "ficekit-domain=ficekit.domain_calibrate:main",
+            "ficekit-train=ficekit.synthetic.train:main",
+            "ficekit-inpaint=ficekit.baselines.inpaint:main",
+        ],
     },
     install_requires=[
         "torch>=2.4",
@@ -38,10 +53,14 @@ setup(
         "eval": ["lpips>=0.1.4"],
         # ficekit.baselines.inpaint: the diffusion-inpainting baseline (models load from local folders or the HF cache).
         "diffusion": ["diffusers>=0.27", "transformers>=4.38"],
+        # ficekit.app: the local web page (python -m ficekit.app).
+        "app": ["gradio>=6.1"],
+        # ficekit.eval.sweep's trade-off plot.
+        "plot": ["matplotlib>=3.7"],
         # eval's and diffusion's packages too, so CI runs their tests; scipy and pytorch-fid are the tests' references.
         "dev": [
             "pytest>=7.4", "ruff>=0.5", "lpips>=0.1.4", "scipy>=1.10", "pytorch-fid>=0.3", "diffusers>=0.27",
-            "transformers>=4.38",
+            "transformers>=4.38", "gradio>=6.1", "matplotlib>=3.7", "scikit-image>=0.21", "playwright>=1.40",
         ],
     },
 )

@@ -6,24 +6,40 @@ formats: '--preset tiny' or '--preset fice' (FICE-size models: 256-px StyleGAN2,
 CLIP RN50x4, e4e IR-SE-50). On a CPU the FICE-size loop is slow; time a few iterations and read the
 extrapolated seconds per 500-iteration edit.
 
+--compare times the W+ loop alone, eager (the reference) against the compiled step (OptimizeConfig
+compile='auto'), in one process on the same photo, targets and settings, and reports iterations_per_second of
+each, speedup, max_abs_diff of the two results' G(w) pixels, loss_rel_diff_first10 (largest relative difference
+of the total loss over the first 10 steps), compile_seconds (the one-off cost of the first compiled call) and
+peak memory. Each path runs `--repeats` times; the fastest run counts (the machine may be shared).
+
     python benchmarks/edit.py --preset fice --iterations 20 --device cuda
     python benchmarks/edit.py --bundle demo
+    python benchmarks/edit.py --bundle demo --compare --json /tmp/compare.json
+    python benchmarks/edit.py --preset fice --compare --iterations 5 --json /tmp/compare_fice.json
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
+import resource
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ficekit.bundle import load_bundle
 from ficekit.imageio import read_image
+from ficekit.objective import EditTargets
+from ficekit.optimize import OptimizeConfig, OptimizeResult, optimize_latents
 from ficekit.pipeline import FicePipeline
 from ficekit.random_bundle import write_random_bundle
+
+TEXT = "striped cotton shirt"
 
 # Optimiser-time keys of EditResult.timings, by the model they belong to.
 SPLIT = {
@@ -35,6 +51,121 @@ SPLIT = {
 }
 
 
+def edit_targets(pipe: FicePipeline, photos: list[torch.Tensor], text: str) -> tuple[Any, EditTargets]:
+    """(objective, targets) of an edit with the bundle's default settings: the steps FicePipeline.edit takes
+    before its W+ loop (frame, masks, inversion, objective.prepare)."""
+    settings = pipe.settings()
+    x, _ = pipe.frame(photos)
+    masks = pipe.perceive(x, pipe.instructions_for(x, pipe.parse(text, settings), settings), settings)
+    ws_init, _ = pipe.invert(x, settings, settings.seed, progress=False)
+    objective = pipe.objective(settings)
+    return objective, objective.prepare(x, masks.keep, [text], ws_init)
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _timed_loop(pipe: FicePipeline, objective: Any, targets: EditTargets, config: OptimizeConfig) -> OptimizeResult:
+    if pipe.device.type == "cuda":
+        torch.cuda.synchronize()
+    return optimize_latents(pipe.generator, objective, targets, config, progress=False)
+
+
+# Fast-path variants --compare can time against the eager fp32 reference: name -> OptimizeConfig fields.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "compiled": {"compile": "auto"},
+    "cudagraphs": {"compile": "auto", "compile_mode": "reduce-overhead"},  # CUDA graphs (CUDA only)
+    "bf16": {"precision": "bf16"},  # eager under bfloat16 autocast
+    "bf16-compiled": {"compile": "auto", "precision": "bf16"},
+    "fp16": {"precision": "fp16"},  # eager under float16 autocast
+}
+
+
+def _agreement(eager: OptimizeResult, fast: OptimizeResult) -> dict[str, float]:
+    """How far a fast run is from the eager reference: result pixels, latents, total loss over 10 steps."""
+    pairs = zip(eager.history["total"][:10], fast.history["total"][:10], strict=True)
+    first10 = [abs(f - e) / max(abs(e), 1e-12) for e, f in pairs]
+    return {
+        "max_abs_diff": float((eager.generated.clamp(0, 1) - fast.generated.float().clamp(0, 1)).abs().max()),
+        "max_abs_diff_ws": float((eager.ws - fast.ws).abs().max()),
+        "loss_rel_diff_first10": max(first10),
+        "final_total": fast.history["total"][-1],
+    }
+
+
+def compare(
+    pipe: FicePipeline, photos: list[torch.Tensor], iterations: int, repeats: int, variants: list[str]
+) -> dict[str, Any]:
+    """Eager fp32 against each fast variant on the same targets: speed, agreement, compile cost, memory.
+    The top-level numbers are those of the first variant; every variant's are under 'variants'."""
+    objective, targets = edit_targets(pipe, photos, TEXT)
+    defaults = pipe.settings()
+    base = {"lr": defaults.lr, "schedule": defaults.schedule, "seed": defaults.seed}
+    configs = {"eager": OptimizeConfig(iterations=iterations, **base)}
+    configs |= {name: OptimizeConfig(iterations=iterations, **base, **VARIANTS[name]) for name in variants}
+    cuda = pipe.device.type == "cuda"
+
+    def run(config: OptimizeConfig) -> OptimizeResult:
+        if cuda:
+            torch.cuda.synchronize()
+        return optimize_latents(pipe.generator, objective, targets, config, progress=False)
+
+    run(OptimizeConfig(iterations=1, **base))  # warm-up (allocator, caches)
+    first_seconds, compiled = {}, {}
+    for name in variants:  # the first call of a compiled variant compiles
+        start = time.perf_counter()
+        compiled[name] = run(dataclasses.replace(configs[name], iterations=1)).compiled
+        first_seconds[name] = time.perf_counter() - start
+    runs: dict[str, list[OptimizeResult]] = {name: [] for name in configs}
+    peaks: dict[str, float] = {}
+    rss: dict[str, float] = {}
+    for _ in range(repeats):  # interleaved, so a busy machine slows every path alike
+        for name, config in configs.items():
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            runs[name].append(run(config))
+            if cuda:
+                peaks[name] = max(peaks.get(name, 0.0), torch.cuda.max_memory_allocated() / 2**20)
+            rss[name] = _peak_rss_mib()
+    best = {name: min(results, key=lambda r: r.seconds) for name, results in runs.items()}
+    steps = configs["eager"].steps
+    eager = best["eager"]
+    per_variant: dict[str, dict[str, Any]] = {}
+    for name in variants:
+        fast = best[name]
+        per_variant[name] = {
+            "settings": VARIANTS[name],
+            "compiled": fast.compiled and compiled[name],
+            "iterations_per_second": steps / fast.seconds,
+            "speedup": eager.seconds / fast.seconds,
+            **_agreement(eager, fast),
+            "compile_seconds": max(0.0, first_seconds[name] - 2 * fast.seconds_per_iteration)
+            if compiled[name]
+            else 0.0,
+            "peak_rss_mib_after": rss[name],
+            **({"cuda_peak_mib": peaks[name]} if cuda else {}),
+        }
+    head = per_variant[variants[0]]
+    return {
+        "iterations_timed": iterations,
+        "steps_timed": steps,
+        "repeats": repeats,
+        "fast_variant": variants[0],
+        "compiled": head["compiled"],
+        "iterations_per_second": {"eager": steps / eager.seconds, "fast": head["iterations_per_second"]},
+        "iterations_per_second_all_runs": {name: [steps / r.seconds for r in rs] for name, rs in runs.items()},
+        "speedup": head["speedup"],
+        "max_abs_diff": head["max_abs_diff"],
+        "loss_rel_diff_first10": head["loss_rel_diff_first10"],
+        "compile_seconds": head["compile_seconds"],
+        "final_total": {"eager": eager.history["total"][-1], "fast": head["final_total"]},
+        "peak_rss_mib": {"eager": rss["eager"], "fast": head["peak_rss_mib_after"]},
+        **({"cuda_peak_mib": peaks} if cuda else {}),
+        "variants": per_variant,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = parser.add_mutually_exclusive_group()
@@ -43,21 +174,62 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None, help="optimisation steps (default: the bundle's)")
     parser.add_argument("--batch", type=int, default=1, help="photos edited together")
     parser.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--compare", action="store_true", help="eager against compiled W+ loop (see above)")
+    parser.add_argument("--repeats", type=int, default=2, help="--compare: timed runs of each path")
+    parser.add_argument(
+        "--variants", default="compiled", help=f"--compare: comma-separated fast paths, of {', '.join(VARIANTS)}"
+    )
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/edit.json"), help="where to write")
     args = parser.parse_args()
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        parser.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.preset:
             bundle = write_random_bundle(Path(tmp) / args.preset, preset=args.preset, seed=0)
         else:
             bundle = load_bundle(args.bundle or "demo")
-        pipe = FicePipeline.from_bundle(bundle, device=args.device, timing=True)
+        pipe = FicePipeline.from_bundle(bundle, device=args.device, timing=not args.compare)
         photo = read_image(bundle.example_images[0])
         photos = [photo] * args.batch
         iterations = args.iterations or bundle.defaults.iterations
-        pipe.edit(photos, "striped cotton shirt", iterations=1, progress=False)  # warm-up (builds, caches)
-        result = pipe.edit(photos, "striped cotton shirt", iterations=iterations, progress=False)
+        device = torch.cuda.get_device_name() if pipe.device.type == "cuda" else platform.processor() or "cpu"
+        header = {
+            "bundle": args.preset and f"random:{args.preset}" or bundle.name,
+            "device": device,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "batch": args.batch,
+        }
+        if args.compare:
+            report = {"benchmark": "W+ loop, eager fp32 vs fast variants", **header}
+            report.update(compare(pipe, photos, iterations, args.repeats, variants))
+            ips = report["iterations_per_second"]
+            print(f"bundle {report['bundle']} on {device}, {iterations} iterations, best of {args.repeats}")
+            print(f"iterations/s eager {ips['eager']:.2f}  fast {ips['fast']:.2f}  speedup {report['speedup']:.2f}")
+            for name, v in report["variants"].items():
+                print(
+                    f"{name:<14} it/s {v['iterations_per_second']:7.2f}  speedup {v['speedup']:5.2f}  "
+                    f"max_abs_diff {v['max_abs_diff']:.3g}  loss_rel_diff_first10 {v['loss_rel_diff_first10']:.3g}  "
+                    f"compile_seconds {v['compile_seconds']:.1f}  compiled {v['compiled']}"
+                )
+        else:
+            report = timed_edit(pipe, bundle, photos, iterations, header)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.json}")
 
+
+def timed_edit(pipe: FicePipeline, bundle: Any, photos: list[torch.Tensor], iterations: int, header: dict) -> dict:
+    """The whole FicePipeline.edit, timed per stage and per model."""
+    pipe.edit(photos, TEXT, iterations=1, progress=False)  # warm-up (builds, caches)
+    result = pipe.edit(photos, TEXT, iterations=iterations, progress=False)
+    batch = len(photos)
     t = result.timings
     steps = iterations + 1
     per_step = t["optimize"] / steps
@@ -65,27 +237,22 @@ def main() -> None:
     split = {name: t.get(key, 0.0) / steps for name, key in SPLIT.items()}
     report = {
         "benchmark": "FicePipeline.edit, per edit of a batch",
-        "bundle": args.preset and f"random:{args.preset}" or bundle.name,
-        "device": torch.cuda.get_device_name() if pipe.device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__,
-        "batch": args.batch,
+        **header,
         "iterations_timed": iterations,
         "iterations_per_second": steps / t["optimize"],
-        "seconds_per_image_timed": t["total"] / args.batch,
-        "seconds_per_image_at_default_iterations": full_edit / args.batch,
+        "seconds_per_image_timed": t["total"] / batch,
+        "seconds_per_image_at_default_iterations": full_edit / batch,
         "default_iterations": bundle.defaults.iterations,
         "seconds_per_iteration_by_model": split,
         "seconds_setup": {k: t[k] for k in ("perception", "encoder", "stitch")},
     }
-    print(f"bundle {report['bundle']} on {report['device']}, batch {args.batch}, {iterations} iterations timed")
+    print(f"bundle {report['bundle']} on {report['device']}, batch {batch}, {iterations} iterations timed")
     print(f"{'iterations/s':<34}{report['iterations_per_second']:>10.2f}")
     print(f"{'s / image (timed run)':<34}{report['seconds_per_image_timed']:>10.2f}")
-    print(f"{f's / image at {bundle.defaults.iterations} iterations':<34}{full_edit / args.batch:>10.2f}")
+    print(f"{f's / image at {bundle.defaults.iterations} iterations':<34}{full_edit / batch:>10.2f}")
     for name, seconds in split.items():
         print(f"  {name + ' s / iteration':<32}{seconds:>10.4f}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.json}")
+    return report
 
 
 if __name__ == "__main__":

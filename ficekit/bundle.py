@@ -22,8 +22,8 @@ bundle.json (format_version 1)::
                       "kwargs": {"model_name": "RN50x4", "quick_gelu": true, "trust_torchscript": true}}
       },
       "defaults": {"iterations": 500, "lr": 0.05, "weights": {"clip": 1, ...}, "regularizer": "w_delta",
-                   "mask": "fice", "stitch": "fice", "schedule": "constant", "resolution": null,
-                   "clip_augment": 0},
+                   "mask": "fice", "stitch": "fice", "schedule": "constant", "clip_augment": 0,
+                   "inversion": "e4e", "inversion_steps": null, "followup_iterations": null},
       "example_images": ["examples/person.png"],
       "provenance": {...free-form: where the weights come from...}
     }
@@ -38,8 +38,8 @@ Roles and formats (FORMATS); kwargs go to the format's loader:
                                                   'background' / 'body' / 'head' -> parser class names, a
                                                   partition of the parser's classes); loads a
                                                   ParserSegmenterView whose probabilities are the groups' sums
-    parser     'parser'                           labels, input_kind, architecture (see PARSER_ARCHITECTURES,
-                                                  which says how to add one), groups, state_key
+    parser     'parser'                           labels, input_kind, architecture (see ficekit.perception.
+                                                  parser_networks, which says how to add one), groups, state_key
     clip       'open_clip'                        model_name, model_config (dict or JSON path), quick_gelu,
                                                   preprocess_cfg, trust_torchscript (only with a sha256),
                                                   pretrained (an open_clip tag, with file null; open_clip
@@ -70,10 +70,12 @@ import torch
 from torch import nn
 
 from ficekit.checkpoint_io import atomic_write
+from ficekit.domain import DomainRecord, DomainRecordError
 from ficekit.encoder import load_e4e
 from ficekit.generator import load_generator
 from ficekit.perception.clip import load_clip, read_model_config
 from ficekit.perception.densepose import load_densepose, resolve_config
+from ficekit.perception.parser_networks import build_parser_network, check_architecture
 from ficekit.perception.segmenter import (
     FICE_LABELS,
     INPUT_CONVERSIONS,
@@ -83,8 +85,8 @@ from ficekit.perception.segmenter import (
     load_parser,
     load_segmenter,
 )
-from ficekit.perception.small_unet import SmallUNet
-from ficekit.stitch import STITCH_METHODS
+from ficekit.regularizers import REGULARIZERS
+from ficekit.settings import FICE_WEIGHTS, EditSettings
 
 logger = logging.getLogger(__name__)
 
@@ -124,53 +126,48 @@ class ModelSpec:
     sha256: str | None = None  # Lower-case hex digest of the file; None = not checked.
 
 
-def _fice_weights() -> dict[str, float]:
-    return {"clip": 1.0, "img": 30.0, "shape": 10.0, "head_shape": 1.0, "w_delta": 1.0}
-
-
 @dataclass(frozen=True)
 class EditDefaults:
-    """Default edit settings of a bundle (FICE's recipe unless the bundle says otherwise)."""
+    """Default edit settings of a bundle (FICE's recipe unless the bundle says otherwise); validated by the same
+    rules as EditSettings (ficekit.settings), which the bundle's defaults become."""
 
-    iterations: int = 500  # Optimiser steps.
+    iterations: int = 500  # Optimiser steps of a first round.
     lr: float = 0.05  # Adam learning rate.
-    weights: dict[str, float] = field(default_factory=_fice_weights)  # Loss term -> weight (replaces, not merges).
+    weights: dict[str, float] = field(default_factory=lambda: dict(FICE_WEIGHTS))  # Term -> weight (replaces).
     regularizer: str = "w_delta"  # Latent regulariser name.
     mask: str = "fice"  # Masking mode name.
     stitch: str = "fice"  # Stitch method, one of ficekit.stitch.STITCH_METHODS.
     schedule: str = "constant"  # Learning-rate schedule name.
-    resolution: int | None = None  # Working resolution in px; None = the generator's.
     clip_augment: int = 0  # Random views the CLIP term averages over (ficekit); 0 = FICE.
+    inversion: str = "e4e"  # Photo -> W+ method (e4e = FICE).
+    inversion_steps: int | None = None  # Steps of an optimize/pti inversion; None = the method's default.
+    followup_iterations: int | None = None  # Steps of a session's follow-up round; None = iterations // 3.
 
     def __post_init__(self) -> None:
-        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 1:
-            raise ValueError(f"defaults.iterations must be an int >= 1, got {self.iterations!r}")
-        if not _is_number(self.lr) or not self.lr > 0:
-            raise ValueError(f"defaults.lr must be a number > 0, got {self.lr!r}")
-        if not isinstance(self.weights, Mapping) or not all(
-            isinstance(k, str) and _is_number(v) and v >= 0 for k, v in self.weights.items()
-        ):
+        if not isinstance(self.regularizer, str) or not self.regularizer:
+            raise ValueError(f"defaults.regularizer must be a non-empty string, got {self.regularizer!r}")
+        if not isinstance(self.weights, Mapping):
             raise ValueError(f"defaults.weights must map term names to numbers >= 0, got {self.weights!r}")
-        for name in ("regularizer", "mask", "schedule"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"defaults.{name} must be a non-empty string, got {getattr(self, name)!r}")
-        if self.stitch not in STITCH_METHODS:
-            raise ValueError(f"defaults.stitch must be one of {list(STITCH_METHODS)}, got {self.stitch!r}")
-        if self.resolution is not None and (
-            isinstance(self.resolution, bool) or not isinstance(self.resolution, int) or self.resolution < 1
-        ):
-            raise ValueError(f"defaults.resolution must be null or an int >= 1, got {self.resolution!r}")
-        if isinstance(self.clip_augment, bool) or not isinstance(self.clip_augment, int) or self.clip_augment < 0:
-            raise ValueError(f"defaults.clip_augment must be an int >= 0, got {self.clip_augment!r}")
+        # A regulariser the user registers after loading the bundle is checked when an edit's settings are made.
+        known = self.regularizer if self.regularizer in REGULARIZERS else "w_delta"
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)} | {"regularizer": known}
+        try:
+            EditSettings(**values).validate()
+        except ValueError as e:
+            raise ValueError(f"defaults.{e}") from None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EditDefaults:
         """From bundle.json's 'defaults' object; missing keys take FICE's values, unknown keys raise."""
         known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(known))
+        unknown = sorted(set(data) - set(known) - {"resolution"})
         if unknown:
             raise ValueError(f"defaults: unknown key(s) {unknown}; known: {known}")
         values = dict(data)
+        if values.get("resolution", 0) is None:
+            del values["resolution"]  # older bundles wrote "resolution": null; the generator fixes the resolution
+        elif "resolution" in values:
+            raise ValueError("defaults.resolution is not a setting: the generator's resolution is the working one")
         if "weights" in values and isinstance(values["weights"], Mapping):
             values["weights"] = {str(k): float(v) if _is_number(v) else v for k, v in values["weights"].items()}
         return cls(**values)
@@ -182,58 +179,6 @@ class EditDefaults:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Parser architectures. To add one: a function (num_classes, **options) -> nn.Module returning logits
-# [N, C, H, W] or a dict with them under 'out', built with random weights and downloading nothing; add it
-# here under a new name. A bundle then names it: "architecture": {"type": "<name>", ...options}.
-
-
-def _torchvision_segmentation(name: str, allowed: tuple[str, ...]) -> Callable[..., nn.Module]:
-    def build(num_classes: int, **options: Any) -> nn.Module:
-        # torchvision ignores unknown kwargs (and 'weights' would download): accept only the named options.
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise ValueError(f"{name} takes the option(s) {list(allowed)}, got {unknown}")
-        from torchvision.models import segmentation
-
-        constructor = getattr(segmentation, name)
-        return constructor(weights=None, weights_backbone=None, num_classes=num_classes, **options)
-
-    build.__doc__ = f"torchvision.models.segmentation.{name} with random weights (options: {list(allowed)})."
-    return build
-
-
-def _small_unet(num_classes: int, **options: Any) -> nn.Module:
-    """ficekit.perception.small_unet.SmallUNet (options: in_channels, base_channels, depth)."""
-    return SmallUNet(num_classes, **options)
-
-
-PARSER_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
-    "deeplabv3_resnet50": _torchvision_segmentation("deeplabv3_resnet50", ("aux_loss",)),
-    "lraspp_mobilenet_v3_large": _torchvision_segmentation("lraspp_mobilenet_v3_large", ()),
-    "fcn_resnet50": _torchvision_segmentation("fcn_resnet50", ("aux_loss",)),
-    "small_unet": _small_unet,  # compact U-Net, fast on a CPU (the demo bundle's parser)
-}
-
-
-def build_parser_network(architecture: Mapping[str, Any], num_classes: int) -> nn.Module:
-    """A segmentation network with random weights from {'type': name in PARSER_ARCHITECTURES, **options}."""
-    _check_architecture(architecture)
-    options = {k: v for k, v in architecture.items() if k != "type"}
-    try:
-        return PARSER_ARCHITECTURES[architecture["type"]](num_classes, **options)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"architecture {dict(architecture)} cannot be built: {e}") from e
-
-
-def _check_architecture(architecture: Any) -> None:
-    if not isinstance(architecture, Mapping) or architecture.get("type") not in PARSER_ARCHITECTURES:
-        raise ValueError(
-            f"architecture must be a dict {{'type': one of {sorted(PARSER_ARCHITECTURES)}, ...options}}, "
-            f"got {architecture!r}"
-        )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -314,7 +259,7 @@ def _check_densepose(kwargs: Mapping[str, Any]) -> None:
 
 def _check_segmenter(kwargs: Mapping[str, Any]) -> None:
     if "architecture" in kwargs:
-        _check_architecture(kwargs["architecture"])
+        check_architecture(kwargs["architecture"])
 
 
 def _check_parser(kwargs: Mapping[str, Any]) -> None:
@@ -323,7 +268,7 @@ def _check_parser(kwargs: Mapping[str, Any]) -> None:
         raise ValueError(f"labels must be a non-empty dict name -> channel, got {labels!r}")
     if kwargs["input_kind"] not in INPUT_CONVERSIONS:
         raise ValueError(f"input_kind must be one of {sorted(INPUT_CONVERSIONS)}, got {kwargs['input_kind']!r}")
-    _check_architecture(kwargs["architecture"])
+    check_architecture(kwargs["architecture"])
 
 
 def _check_parser_view(kwargs: Mapping[str, Any]) -> None:
@@ -466,6 +411,7 @@ class Bundle:
     defaults: EditDefaults  # Default edit settings.
     example_images: list[Path]  # Absolute paths of the example images.
     provenance: dict[str, Any]  # Where the weights come from (free-form).
+    domain: DomainRecord | None = None  # Photos the models know, the domain score's range; None = no check.
     # sha256 checks already passed: role -> (path, size, mtime_ns) of the file as verified.
     _verified: dict[str, tuple[str, int, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -513,7 +459,9 @@ class Bundle:
 
     def to_dict(self) -> dict[str, Any]:
         """bundle.json content."""
-        return _bundle_dict(self.name, self.models, self.defaults, self.provenance, self._relative_examples())
+        return _bundle_dict(
+            self.name, self.models, self.defaults, self.provenance, self._relative_examples(), self.domain
+        )
 
     def _relative_examples(self) -> list[str]:
         return [_relative_to(self.root, p) for p in self.example_images]
@@ -532,8 +480,9 @@ def _bundle_dict(
     defaults: EditDefaults,
     provenance: Mapping[str, Any],
     example_images: list[str],
+    domain: DomainRecord | None = None,
 ) -> dict[str, Any]:
-    return {
+    data = {
         "format_version": FORMAT_VERSION,
         "name": name,
         "models": {role: dataclasses.asdict(spec) for role, spec in models.items()},
@@ -541,6 +490,9 @@ def _bundle_dict(
         "example_images": example_images,
         "provenance": dict(provenance),
     }
+    if domain is not None:
+        data["domain"] = domain.to_dict()
+    return data
 
 
 def ficekit_home() -> Path:
@@ -622,7 +574,7 @@ def load_bundle(name_or_path: str | os.PathLike) -> Bundle:
     return bundle
 
 
-_TOP_KEYS = ("format_version", "name", "models", "defaults", "example_images", "provenance")
+_TOP_KEYS = ("format_version", "name", "models", "defaults", "example_images", "provenance", "domain")
 _MODEL_KEYS = ("file", "format", "kwargs", "sha256")
 
 
@@ -674,7 +626,17 @@ def _parse(data: Any, root: Path) -> Bundle:
     provenance = data.get("provenance") or {}
     if not isinstance(provenance, Mapping):
         raise BundleError(f"provenance must be an object, got {type(provenance).__name__}")
-    return Bundle(name, root.resolve(), models, defaults, examples, dict(provenance))
+    return Bundle(name, root.resolve(), models, defaults, examples, dict(provenance), _parse_domain(data.get("domain")))
+
+
+def _parse_domain(raw: Any) -> DomainRecord | None:
+    """bundle.json's optional `domain` record; BundleError naming the bad field."""
+    if raw is None:
+        return None
+    try:
+        return DomainRecord.from_dict(raw)
+    except DomainRecordError as e:
+        raise BundleError(str(e)) from e
 
 
 def _check_models(models: Mapping[str, ModelSpec], root: Path) -> None:
@@ -701,11 +663,13 @@ def write_bundle(
     example_images: Iterable[str | os.PathLike] = (),
     name: str | None = None,
     overwrite: bool = False,
+    domain: DomainRecord | None = None,
 ) -> Bundle:
     """Write `folder`/bundle.json atomically for model files already in `folder`, and return the Bundle.
 
     Model files and example images are paths relative to `folder` (absolute paths inside it are made
-    relative). Validates everything first; refuses to replace an existing bundle.json unless `overwrite`.
+    relative). `domain` is the optional domain record (ficekit.domain). Validates everything first; refuses
+    to replace an existing bundle.json unless `overwrite`.
     """
     root = Path(folder)
     target = root / BUNDLE_FILE
@@ -714,9 +678,27 @@ def write_bundle(
     examples = [
         _relative_to(root.resolve(), Path(p).resolve()) if Path(p).is_absolute() else str(p) for p in example_images
     ]
-    data = _bundle_dict(name or root.resolve().name, models, defaults or EditDefaults(), provenance or {}, examples)
+    data = _bundle_dict(
+        name or root.resolve().name, models, defaults or EditDefaults(), provenance or {}, examples, domain
+    )
     _parse(json.loads(json.dumps(data)), root)  # the same checks as reading, on exactly what is written
     root.mkdir(parents=True, exist_ok=True)
     text = json.dumps(data, indent=2) + "\n"
     atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return load_bundle(root)
+
+
+def write_domain(name_or_path: str | os.PathLike, domain: DomainRecord | None) -> Bundle:
+    """Set (or, with None, remove) the `domain` record of an existing bundle's bundle.json, atomically, leaving
+    every other key exactly as written; returns the bundle read back."""
+    json_path = _locate(name_or_path)
+    data = json.loads(json_path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise BundleError(f"{json_path}: expected a JSON object, got {type(data).__name__}")
+    data.pop("domain", None)
+    if domain is not None:
+        data["domain"] = domain.to_dict()
+    _parse(json.loads(json.dumps(data)), json_path.parent)
+    text = json.dumps(data, indent=2) + "\n"
+    atomic_write(json_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return load_bundle(json_path)

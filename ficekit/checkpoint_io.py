@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import struct
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -11,6 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
+
+try:
+    from torch.utils._device import _device_constructors  # what torch's own `with torch.device(...)` redirects
+except ImportError:  # a torch that moved it: the constructors module __init__ code uses
+
+    def _device_constructors() -> set[Any]:
+        return {torch.empty, torch.zeros, torch.ones, torch.full, torch.randn, torch.rand, torch.tensor,
+                torch.as_tensor, torch.arange, torch.eye, torch.linspace}  # fmt: skip
 
 
 class CheckpointError(ValueError):
@@ -62,13 +72,34 @@ def load_torch_file(path: str | os.PathLike, what: str, extra_safe_globals: Sequ
         raise CheckpointError(f"{what}: {p} is truncated or corrupt ({type(e).__name__}: {e})") from e
     except pickle.UnpicklingError as e:
         raise CheckpointError(
-            f"{what}: {p} is not a plain torch checkpoint of tensors and containers "
-            f"(refused by the weights-only loader: {str(e).splitlines()[0]})"
+            f"{what}: {p} is not a plain torch checkpoint of tensors and containers (refused by the weights-only "
+            f"loader: {describe_refusal(e)}); ficekit never runs code stored in a checkpoint"
         ) from e
     except RuntimeError as e:
-        raise CheckpointError(f"{what}: {p} could not be read as a torch checkpoint ({e})") from e
+        raise CheckpointError(f"{what}: {p} could not be read as a torch checkpoint ({_plain_text(e)})") from e
     except CORRUPT_PICKLE_ERRORS as e:
         raise CheckpointError(f"{what}: {p} is corrupt or not a torch checkpoint ({type(e).__name__}: {e})") from e
+
+
+def _plain_text(error: BaseException) -> str:
+    """An exception's message on one line, without terminal colour codes."""
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(error)).split())
+
+
+def describe_refusal(error: BaseException) -> str:
+    """What torch's weights-only unpickler refused, in a few words: the global or opcode it met, without
+    torch's colour codes and its advice to retry with weights_only=False (which would run the file's code)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it refers to {found.group(1)}, which is neither a tensor nor a plain container"
+    found = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+    detail = found.group(1) if found else next(
+        (line for line in text.splitlines() if line.strip() and "weights_only" not in line.lower()
+         and "weights only" not in line.lower() and "torch.load" not in line), ""
+    )  # fmt: skip
+    detail = " ".join(re.split(r"\. Please\b|\bweights_only\b", detail)[0].split()).rstrip(".")
+    return detail or "it holds objects other than tensors and plain containers"
 
 
 def require_keys(obj: Any, keys: list[str], path: str | os.PathLike, what: str) -> None:
@@ -82,13 +113,13 @@ def require_keys(obj: Any, keys: list[str], path: str | os.PathLike, what: str) 
         )
 
 
-def load_state_dict_strict(
-    module: torch.nn.Module, state: Mapping[str, Any], path: str | os.PathLike, what: str
+def check_state_fits(
+    own: Mapping[str, torch.Tensor], state: Mapping[str, Any], path: str | os.PathLike, what: str
 ) -> None:
-    """Copy `state` into `module` requiring identical keys and shapes and finite float values; the error
-    names the first bad key (a non-finite value, e.g. a BatchNorm statistic that overflowed float16, would
-    otherwise silently zero a channel or turn every output into nan)."""
-    own = module.state_dict()
+    """Raise CheckpointError unless `state` has exactly the keys of `own`, each a tensor of the same shape;
+    the error names the first missing/unexpected key or the first mismatching key with both shapes."""
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{what}: {path}: the weights are a {type(state).__name__}, expected a dict of tensors")
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
@@ -106,6 +137,18 @@ def load_state_dict_strict(
             raise CheckpointError(
                 f"{what}: {path}: entry {key!r} has shape {list(value.shape)}, the model expects {list(ref.shape)}"
             )
+
+
+def load_state_dict_strict(
+    module: torch.nn.Module, state: Mapping[str, Any], path: str | os.PathLike, what: str
+) -> None:
+    """Copy `state` into `module` requiring identical keys and shapes and finite float values; the error
+    names the first bad key (a non-finite value, e.g. a BatchNorm statistic that overflowed float16, would
+    otherwise silently zero a channel or turn every output into nan)."""
+    own = module.state_dict()
+    check_state_fits(own, state, path, what)
+    for key in own:
+        value = state[key]
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
             raise CheckpointError(
@@ -113,6 +156,53 @@ def load_state_dict_strict(
                 f"the file is corrupt (a diverged run, or a {value.dtype} overflow)"
             )
     module.load_state_dict(dict(state), strict=True)
+
+
+class _ShapesOnly(TorchFunctionMode):
+    """Inside it, new tensors live on the meta device (a shape, no storage) and moving one to a device keeps
+    it there: a module built inside costs nothing however large its recorded sizes ask it to be."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = dict(kwargs or {})
+        if func in _device_constructors() and kwargs.get("device") is None:
+            kwargs["device"] = "meta"
+        elif func in (torch.Tensor.to, torch.Tensor.cpu, torch.Tensor.cuda) and args and getattr(args[0], "is_meta", 0):
+            dtype = kwargs.get("dtype") or next((a for a in args[1:] if isinstance(a, torch.dtype)), None)
+            return args[0] if dtype is None else args[0].to(dtype=dtype)
+        return func(*args, **kwargs)
+
+
+def build_checked(
+    cls: Callable[..., torch.nn.Module], kwargs: Any, state: Mapping[str, Any], path: str | os.PathLike, what: str
+) -> torch.nn.Module:
+    """`cls(**kwargs)` filled with `state`, after checking on shapes alone (meta tensors, no memory) that the
+    recorded architecture has exactly the file's keys and shapes: sizes recorded in a file that do not match
+    its tensors (say w_dim 300000) are a CheckpointError naming the key, not an attempt to allocate them."""
+    kwargs = _init_kwargs(kwargs, path, what)
+    check_state_fits(state_shapes(cls, kwargs, path, what), state, path, what)
+    module = cls(**kwargs)
+    load_state_dict_strict(module, state, path, what)
+    return module
+
+
+def _init_kwargs(kwargs: Any, path: str | os.PathLike, what: str) -> dict[str, Any]:
+    if not isinstance(kwargs, Mapping):
+        raise CheckpointError(f"{what}: {path}: init kwargs are a {type(kwargs).__name__}, expected a dict")
+    return {k: v for k, v in kwargs.items() if k != "class_name"}
+
+
+def state_shapes(
+    cls: Callable[..., torch.nn.Module], kwargs: Any, path: str | os.PathLike, what: str
+) -> dict[str, torch.Tensor]:
+    """The state dict `cls(**kwargs)` would have, as meta tensors (shapes without storage, so nothing is
+    allocated); CheckpointError naming the file when the kwargs do not build a `cls`."""
+    kwargs = _init_kwargs(kwargs, path, what)
+    try:
+        with _ShapesOnly():
+            return cls(**kwargs).state_dict()
+    except (TypeError, ValueError, RuntimeError, NotImplementedError, OverflowError) as e:
+        name = getattr(cls, "__name__", str(cls))
+        raise CheckpointError(f"{what}: {path}: init kwargs {kwargs} do not fit {name}: {_plain_text(e)}") from e
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:

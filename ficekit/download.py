@@ -46,6 +46,7 @@ from ficekit.bundle import (
     write_bundle,
 )
 from ficekit.checkpoint_io import CheckpointError
+from ficekit.domain import DomainRecord, fice_domain_record
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class Release:
     archive_sha256: str | None = None  # Expected sha256 of the archive; None = record it only.
     clip_sha256: str | None = None  # Expected sha256 of the CLIP file; None = the one its URL names, if any.
     source: str = ""  # One line on where the weights come from (provenance).
+    domain: DomainRecord | None = None  # The bundle's domain record (ficekit.domain); None = photos are not checked.
 
 
 FICE_RELEASE = Release(
@@ -98,6 +100,9 @@ FICE_RELEASE = Release(
     clip=ModelSpec("RN50x4.pt", "open_clip", {"model_name": "RN50x4", "quick_gelu": True, "trust_torchscript": True}),
     defaults=EditDefaults(),  # FICE: 500 iterations, lr 0.05, clip 1 / img 30 / shape 10 / head_shape 1 / w_delta 1
     source="FICE (Pernus et al., github.com/MartinPernus/FICE) released checkpoints + OpenAI CLIP RN50x4",
+    # VITON-style upper-body photos; a rule (DensePose finds one person on a plausible share of the frame), since
+    # no in-domain photos ship to calibrate on: `python -m ficekit.domain_calibrate --bundle fice --images DIR`.
+    domain=fice_domain_record(),
 )
 RELEASES: dict[str, Release] = {"fice": FICE_RELEASE}
 
@@ -319,7 +324,7 @@ def download_release(
         for role, path in staged.items():
             (dest / specs[role].file).parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, dest / specs[role].file)
-        bundle = write_bundle(dest, specs, release.defaults, provenance, name=release.name)
+        bundle = write_bundle(dest, specs, release.defaults, provenance, name=release.name, domain=release.domain)
         installed = True
         return bundle
     finally:
@@ -330,6 +335,20 @@ def download_release(
 
 # ---------------------------------------------------------------------------------------------------
 # Command line.
+
+
+def dest_problem(dest: Path) -> str | None:
+    """Why a bundle cannot be installed in `dest` (a file, under a file, not writable), or None if it can."""
+    if dest.exists() and not dest.is_dir():
+        return "is a file, not a folder"
+    ancestor = dest
+    while not ancestor.exists() and ancestor != ancestor.parent:  # the folder that will hold the new ones
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is a file, not a folder"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"cannot write into {ancestor} (permission denied)"
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -375,6 +394,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides.update(clip_url=args.clip_url, clip_sha256=None)
     release = dataclasses.replace(release, **overrides)
     dest = args.dest if args.dest is not None else ficekit_home() / args.bundle
+    where = f"--dest {dest}" if args.dest is not None else f"the bundle folder {dest} (default --dest)"
+    problem = dest_problem(dest)
+    if problem is not None:
+        print(f"error: {where}: {problem}", file=sys.stderr)
+        return 2
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     if (dest / BUNDLE_FILE).is_file() and not args.force:
         say(f"the {args.bundle} bundle is already at {dest}; nothing to do (--force downloads it again)")
@@ -387,6 +411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileExistsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # the folder could not be written after all: full disk, permissions, a race
+        print(f"error: {where}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except DownloadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

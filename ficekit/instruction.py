@@ -5,7 +5,10 @@ a free-text edit instruction ("long sleeve silk shirt with blue stripes") using 
 (data, not code). Matching is case-insensitive, accent-insensitive, treats hyphens and other punctuation
 as spaces ("T-Shirt" = "t shirt"), tolerates plurals of garment, pattern and material words, and tries
 multi-word phrases before the single words inside them ("tank top" before "top", "dress shirt" before
-"dress"). `classify_category` guesses the category with CLIP when the text names no garment.
+"dress"). `scan_instruction` says where each phrase is (word positions), from which `parse_instruction` also
+tells which colours belong to a pattern ("white" in "red shirt with white stripes") and which words it did not
+use (`Instruction.ignored_words`: never a silent drop). `classify_category` guesses the category with CLIP when
+the text names no garment. Follow-up instructions as changes to a garment state: ficekit.garment_state.
 """
 
 from __future__ import annotations
@@ -97,10 +100,11 @@ def _sleeve_phrases(*prefixes: str) -> tuple[str, ...]:
 SLEEVE_WORDS: dict[str, tuple[str, ...]] = {
     "sleeveless": (
         "sleeveless", "no sleeves", "without sleeves", "strapless", "spaghetti strap", "spaghetti straps", "halter",
-        "halterneck", "halter neck", "one shoulder",
+        "halterneck", "halter neck", "one shoulder", "remove the sleeves", "remove sleeves", "cut off the sleeves",
     ),
-    "short": _sleeve_phrases("short", "half", "cap", "elbow", "elbow length"),
-    "long": _sleeve_phrases("long", "full", "three quarter", "3 4", "wrist length", "bishop"),
+    "short": (*_sleeve_phrases("short", "half", "cap", "elbow", "elbow length"), "sleeves short", "sleeve short"),
+    "long": (*_sleeve_phrases("long", "full", "three quarter", "3 4", "wrist length", "bishop"), "sleeves long",
+             "sleeve long"),
 }
 
 # Garment length (lower and full garments, coats): how far down the legs it reaches.
@@ -128,8 +132,12 @@ COLOR_MODIFIERS: tuple[str, ...] = (
 )
 
 PATTERNS: dict[str, tuple[str, ...]] = {
-    "horizontal stripes": ("horizontal stripe", "horizontally striped", "breton stripe", "breton stripes"),
-    "vertical stripes": ("vertical stripe", "vertically striped", "pinstripe", "pinstriped", "pin striped"),
+    "horizontal stripes": (
+        "horizontal stripe", "horizontally striped", "horizontal striped", "breton stripe", "breton stripes",
+    ),
+    "vertical stripes": (
+        "vertical stripe", "vertically striped", "vertical striped", "pinstripe", "pinstriped", "pin striped",
+    ),
     "striped": ("stripe", "stripes", "stripy", "stripey"),
     "polka dot": ("polka dots", "polka dotted", "dotted", "dot", "dots", "spotted", "spots"),
     "checked": ("check", "checks", "checkered", "chequered", "gingham", "houndstooth"),
@@ -158,6 +166,28 @@ MATERIALS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Words that carry no garment attribute of their own: never reported as ignored. Articles, pronouns, prepositions,
+# verbs of wearing and editing, and words that name an attribute without giving it ("the colour", "pattern").
+STOP_WORDS: frozenset[str] = frozenset(
+    (
+        "a an the it its this that these those one ones some any me my i you your he him his she her we our they"
+        " them their with and or of in on to into for from at by as over under so also too plus"
+        " make made making wear wearing worn wears dressed be is are was were should would could can will want"
+        " like please add adding"
+        " color colour colored coloured colors colours pattern patterned fabric material style look looking"
+        " garment piece"
+    ).split()
+)
+# A colour run right after one of these words and before a pattern word names the pattern's colours
+# ("shirt with white polka dot", "add white plaid"); so does one before a pattern noun ("white stripes").
+PATTERN_COLOR_LEADS: tuple[str, ...] = ("with", "add", "adding", "plus")
+# Words that join the colours of one run ("red and white stripes") or lead to colours after a pattern noun
+# ("stripes in blue", "make the stripes blue").
+COLOR_RUN_JOINERS: tuple[str, ...] = ("and", "or")
+PATTERN_COLOR_AFTER: tuple[str, ...] = ("in", "to", "into")
+TERM_KINDS: tuple[str, ...] = ("garment", "sleeve", "length", "color", "pattern", "material")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Parsed instruction.
 
@@ -168,6 +198,10 @@ class GarmentAttributes:
 
     sleeve: 'sleeveless' | 'short' | 'long' | None — from sleeve words, else implied by the garment word.
     length: 'mini' | 'short' | 'knee' | 'midi' | 'long' | 'maxi' | None — likewise ('jeans' -> 'long').
+    colors: every colour word, the pattern's colours included.
+    pattern_colors: the colours of `colors` that name a pattern's colours: those before a pattern noun ("white
+        stripes"), after "with"/"add" ("with white polka dot"), after a pattern noun ("stripes in blue"), and all
+        but the first of two or more before a pattern adjective ("red and white striped" = red with white stripes).
     """
 
     sleeve: str | None = None
@@ -175,18 +209,21 @@ class GarmentAttributes:
     colors: list[str] = field(default_factory=list)
     patterns: list[str] = field(default_factory=list)
     materials: list[str] = field(default_factory=list)
+    pattern_colors: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Instruction:
     """A parsed edit instruction.
 
-    text:       the instruction as given.
-    category:   'upper' | 'lower' | 'full' | 'outerwear', or None when the text names no garment (and none was
-                given); the category of the first garment word in the text unless given explicitly.
-    garment:    canonical form of the first garment word ('t-shirt' for 'T-shirts'), or None.
-    garments:   canonical forms of every garment word, in text order (the first is `garment`).
-    attributes: sleeve, length, colours, patterns, materials.
+    text:          the instruction as given.
+    category:      'upper' | 'lower' | 'full' | 'outerwear', or None when the text names no garment (and none was
+                   given); the category of the first garment word in the text unless given explicitly.
+    garment:       canonical form of the first garment word ('t-shirt' for 'T-shirts'), or None.
+    garments:      canonical forms of every garment word, in text order (the first is `garment`).
+    attributes:    sleeve, length, colours, patterns, materials.
+    ignored_words: words of the text (normalised, once each, in text order) that are in no vocabulary and are not
+                   STOP_WORDS: what the parser did not use ("ein rotes T-Shirt" -> ['ein', 'rotes']).
     """
 
     text: str
@@ -194,6 +231,7 @@ class Instruction:
     garment: str | None
     garments: list[str] = field(default_factory=list)
     attributes: GarmentAttributes = field(default_factory=GarmentAttributes)
+    ignored_words: list[str] = field(default_factory=list)
 
 
 def normalize_text(text: str) -> str:
@@ -203,8 +241,12 @@ def normalize_text(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9]+", " ", text).split())
 
 
-class _PhraseMatcher:
-    """Finds vocabulary phrases in normalised text: longest phrase first at each position, word-bounded."""
+class PhraseMatcher:
+    """Finds vocabulary phrases in normalised text: longest phrase first at each position, word-bounded.
+
+    vocabulary maps a canonical word to its synonym phrases; `plurals` also accepts an 's'/'es' ending;
+    `with_canonical` counts the canonical word itself as a phrase.
+    """
 
     def __init__(self, vocabulary: Mapping[str, Sequence[str]], plurals: bool, with_canonical: bool = True) -> None:
         self.canonical: dict[str, str] = {}
@@ -217,11 +259,8 @@ class _PhraseMatcher:
         self._regex = re.compile(rf"\b({alternatives}){suffix}\b")
 
     def find(self, text: str) -> list[tuple[int, int, str]]:
-        """(start, end, canonical) of each match, left to right, non-overlapping."""
-        out = []
-        for m in self._regex.finditer(text):
-            out.append((m.start(), m.end(), self.canonical[m.group(1)]))
-        return out
+        """(start, end, canonical) of each match in normalised `text`, left to right, non-overlapping."""
+        return [(m.start(), m.end(), self.canonical[m.group(1)]) for m in self._regex.finditer(text)]
 
 
 def _blank(text: str, spans: Sequence[tuple[int, int, str]]) -> str:
@@ -236,36 +275,150 @@ def _unique(items: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+class _ColorMatcher:
+    """Colour words, each with an optional modifier kept ('light blue', 'navy blue', 'grey' for 'gray')."""
+
+    def __init__(self) -> None:
+        self.canonical = {normalize_text(p): c for c, syn in COLORS.items() for p in (c, *syn)}
+        bases = "|".join(re.escape(p).replace(r"\ ", " ") for p in sorted(self.canonical, key=len, reverse=True))
+        modifiers = "|".join(re.escape(m) for m in COLOR_MODIFIERS)
+        self._regex = re.compile(rf"\b(?:({modifiers}) )?({bases})\b")
+
+    def find(self, text: str) -> list[tuple[int, int, str]]:
+        out = []
+        for m in self._regex.finditer(text):
+            base = self.canonical[m.group(2)]
+            out.append((m.start(), m.end(), f"{m.group(1)} {base}" if m.group(1) else base))
+        return out
+
+
 # Built on first use (not at import), then reused.
-_MATCHERS: dict[str, _PhraseMatcher] = {}
+_MATCHERS: dict[str, PhraseMatcher | _ColorMatcher] = {}
 
 
-def _matcher(name: str) -> _PhraseMatcher:
+def _matcher(name: str) -> PhraseMatcher | _ColorMatcher:
     if name not in _MATCHERS:
-        # name -> (vocabulary, plurals tolerated, canonical word counts)
-        vocabularies: dict[str, tuple[Mapping[str, Sequence[str]], bool, bool]] = {
-            "garment": ({k: v[1] for k, v in GARMENTS.items()}, True, True),
-            "sleeve": (SLEEVE_WORDS, False, False),
-            "length": (LENGTH_WORDS, False, True),
-            "pattern": (PATTERNS, True, True),
-            "material": (MATERIALS, True, True),
-        }
-        vocabulary, plurals, with_canonical = vocabularies[name]
-        _MATCHERS[name] = _PhraseMatcher(vocabulary, plurals, with_canonical)
+        if name == "color":
+            _MATCHERS[name] = _ColorMatcher()
+        else:
+            # name -> (vocabulary, plurals tolerated, canonical word counts)
+            vocabularies: dict[str, tuple[Mapping[str, Sequence[str]], bool, bool]] = {
+                "garment": ({k: v[1] for k, v in GARMENTS.items()}, True, True),
+                "sleeve": (SLEEVE_WORDS, False, False),
+                "length": (LENGTH_WORDS, False, True),
+                "pattern": (PATTERNS, True, True),
+                "material": (MATERIALS, True, True),
+            }
+            vocabulary, plurals, with_canonical = vocabularies[name]
+            _MATCHERS[name] = PhraseMatcher(vocabulary, plurals, with_canonical)
     return _MATCHERS[name]
 
 
-def _find_colors(text: str) -> list[str]:
-    """Colour words, each with an optional modifier kept ('light blue', 'navy blue', 'grey')."""
-    canonical = {normalize_text(p): c for c, syn in COLORS.items() for p in (c, *syn)}
-    bases = "|".join(re.escape(p).replace(r"\ ", " ") for p in sorted(canonical, key=len, reverse=True))
-    modifiers = "|".join(re.escape(m) for m in COLOR_MODIFIERS)
-    regex = re.compile(rf"\b(?:({modifiers}) )?({bases})\b")
-    out = []
-    for m in regex.finditer(text):
-        base = canonical[m.group(2)]
-        out.append(f"{m.group(1)} {base}" if m.group(1) else base)
-    return _unique(out)
+# ---------------------------------------------------------------------------------------------------
+# Scanning: where each vocabulary phrase is in the text.
+
+
+@dataclass(frozen=True)
+class Term:
+    """One vocabulary phrase found in an instruction.
+
+    kind:   one of TERM_KINDS; value: its canonical form ('t-shirt', 'light blue', 'striped');
+    first, last: indices of its first and last word in Scan.words; phrase: the normalised words matched.
+    """
+
+    kind: str
+    value: str
+    first: int
+    last: int
+    phrase: str
+
+
+@dataclass(frozen=True)
+class Scan:
+    """An instruction's normalised text, its words and every vocabulary term in it (by position).
+
+    Terms of different kinds may share words ('miniskirt' is a garment and a length). pattern_colors: the colour
+    terms that name a pattern's colours (see GarmentAttributes.pattern_colors).
+    """
+
+    text: str
+    words: tuple[str, ...]
+    terms: tuple[Term, ...]
+    pattern_colors: tuple[Term, ...]
+
+    def of_kind(self, kind: str) -> list[Term]:
+        """Terms of one kind, in text order."""
+        return [t for t in self.terms if t.kind == kind]
+
+    def word_index(self, char: int) -> int:
+        """Index of the word containing character `char` of `text` (or the word starting after it)."""
+        return self.text[:char].count(" ")
+
+    def covered(self) -> set[int]:
+        """Indices of the words that belong to some term."""
+        return {i for t in self.terms for i in range(t.first, t.last + 1)}
+
+
+def _pattern_color_terms(words: Sequence[str], terms: Sequence[Term]) -> list[Term]:
+    """Colour terms naming a pattern's colours (rules in GarmentAttributes.pattern_colors)."""
+    color_ending = {t.last: t for t in terms if t.kind == "color"}
+    color_starting = {t.first: t for t in terms if t.kind == "color"}
+    out: list[Term] = []
+    for pattern in (t for t in terms if t.kind == "pattern"):
+        run: list[Term] = []
+        j = pattern.first - 1
+        while j >= 0:
+            if j in color_ending:
+                run.insert(0, color_ending[j])
+                j = color_ending[j].first - 1
+            elif run and words[j] in COLOR_RUN_JOINERS and j - 1 in color_ending:
+                j -= 1
+            else:
+                break
+        lead = j
+        while lead >= 0 and words[lead] in ("a", "an", "some"):
+            lead -= 1
+        noun = pattern.phrase.endswith("s") and pattern.value != "plain"
+        if run and (noun or (lead >= 0 and words[lead] in PATTERN_COLOR_LEADS)):
+            out += run
+        elif len(run) >= 2:
+            out += run[1:]
+        k = pattern.last + 1
+        if noun and k < len(words):
+            if words[k] in PATTERN_COLOR_AFTER:
+                k += 1
+            while k in color_starting:
+                out.append(color_starting[k])
+                k = color_starting[k].last + 1
+                if k + 1 < len(words) and words[k] in COLOR_RUN_JOINERS and k + 1 in color_starting:
+                    k += 1
+    return out
+
+
+def scan_instruction(text: str) -> Scan:
+    """Normalise `text` and find every garment, sleeve, length, colour, pattern and material phrase in it.
+
+    Raises:
+        ValueError: `text` is not a string, or is empty or whitespace only.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"instruction text must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise ValueError("instruction text is empty")
+    norm = normalize_text(text)
+    found: dict[str, list[tuple[int, int, str]]] = {
+        kind: _matcher(kind).find(norm) for kind in ("garment", "sleeve", "pattern", "material", "color")
+    }
+    # 'long' in 'long sleeve' is a sleeve, not a length: lengths are read with the sleeve phrases blanked.
+    found["length"] = _matcher("length").find(_blank(norm, found["sleeve"]))
+    words = tuple(norm.split())
+    terms = []
+    for kind in TERM_KINDS:
+        for start, end, value in found[kind]:
+            first, last = norm[:start].count(" "), norm[:end].count(" ")
+            terms.append(Term(kind, value, first, last, norm[start:end]))
+    terms.sort(key=lambda t: (t.first, TERM_KINDS.index(t.kind)))
+    return Scan(norm, words, tuple(terms), tuple(_pattern_color_terms(words, terms)))
 
 
 def check_category(category: str) -> str:
@@ -284,38 +437,33 @@ def parse_instruction(text: str, category: str | None = None) -> Instruction:
 
     Returns:
         Instruction; its category is None when the text names no garment and none is given (see
-        classify_category for the CLIP fallback).
+        classify_category for the CLIP fallback); its ignored_words lists the words it did not use.
 
     Raises:
         ValueError: empty or whitespace-only text, or an unknown `category`.
     """
-    if not isinstance(text, str):
-        raise ValueError(f"instruction text must be a string, got {type(text).__name__}")
-    if not text.strip():
-        raise ValueError("instruction text is empty")
+    scan = scan_instruction(text)
     if category is not None:
         check_category(category)
-    norm = normalize_text(text)
-
-    garments = _matcher("garment").find(norm)
-    names = _unique([g for _, _, g in garments])
+    names = _unique([t.value for t in scan.of_kind("garment")])
     garment = names[0] if names else None
     if category is None and garment is not None:
         category = GARMENTS[garment][0]
-
-    sleeves = _matcher("sleeve").find(norm)
-    lengths = _matcher("length").find(_blank(norm, sleeves))
-    patterns = _matcher("pattern").find(norm)
-    materials = _matcher("material").find(norm)
+    sleeves, lengths = scan.of_kind("sleeve"), scan.of_kind("length")
     implied = GARMENT_IMPLIES.get(garment, {}) if garment is not None else {}
     attributes = GarmentAttributes(
-        sleeve=sleeves[0][2] if sleeves else implied.get("sleeve"),
-        length=lengths[0][2] if lengths else implied.get("length"),
-        colors=_find_colors(norm),
-        patterns=_unique([p for _, _, p in patterns]),
-        materials=_unique([m for _, _, m in materials]),
+        sleeve=sleeves[0].value if sleeves else implied.get("sleeve"),
+        length=lengths[0].value if lengths else implied.get("length"),
+        colors=_unique([t.value for t in scan.of_kind("color")]),
+        patterns=_unique([t.value for t in scan.of_kind("pattern")]),
+        materials=_unique([t.value for t in scan.of_kind("material")]),
+        pattern_colors=_unique([t.value for t in scan.pattern_colors]),
     )
-    return Instruction(text=text, category=category, garment=garment, garments=names, attributes=attributes)
+    covered = scan.covered()
+    ignored = _unique([w for i, w in enumerate(scan.words) if i not in covered and w not in STOP_WORDS])
+    return Instruction(
+        text=text, category=category, garment=garment, garments=names, attributes=attributes, ignored_words=ignored
+    )
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ __all__ = [
     "WMean",
     "build_objective",
     "build_regularizer",
+    "draw_view_noise",
     "random_views",
     "register_regularizer",
     "sample_w",
@@ -153,18 +154,38 @@ VIEW_SCALE = 0.1  # largest zoom in or out
 VIEW_NOISE = 0.02  # std of the Gaussian pixel noise ([0, 1] images)
 
 
-def random_views(images: torch.Tensor, views: int) -> torch.Tensor:
+def draw_view_noise(
+    n: int, views: int, image_size: Sequence[int], device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The random numbers of random_views for n images of [3, H, W] (image_size [.., H, W]), in the order
+    random_views draws them: zoom U(0,1) [V*N], shift U(0,1) [V*N, 2], pixel noise N(0,1) [V*N, 3, H, W].
+    Drawn before a compiled step, they are inputs of its graph, so compiled and eager steps see the same views."""
+    h, w = image_size[-2:]
+    zoom = torch.rand(views * n, device=device, dtype=dtype)
+    shift = torch.rand(views * n, 2, device=device, dtype=dtype)
+    pixels = torch.randn(views * n, 3, h, w, device=device, dtype=dtype)
+    return zoom, shift, pixels
+
+
+def random_views(
+    images: torch.Tensor,  # [N, 3, H, W]
+    views: int,  # copies per image
+    noise: Sequence[torch.Tensor] | None = None,  # draw_view_noise's output; None = drawn here (global RNG)
+) -> torch.Tensor:
     """`views` randomly shifted, scaled and noised copies of each image, differentiably: [views * N, 3, H, W]
     (view-major: rows v*N .. v*N + N - 1 are view v of the N images). Uses the global torch RNG."""
     n = images.shape[0]
+    zoom, shift, pixels = (
+        noise if noise is not None else draw_view_noise(n, views, images.shape, images.device, images.dtype)
+    )
     theta = torch.zeros(views * n, 2, 3, device=images.device, dtype=images.dtype)
-    scale = 1 + VIEW_SCALE * (2 * torch.rand(views * n, device=images.device, dtype=images.dtype) - 1)
+    scale = 1 + VIEW_SCALE * (2 * zoom.to(images.dtype) - 1)
     theta[:, 0, 0] = theta[:, 1, 1] = scale
-    theta[:, :, 2] = VIEW_SHIFT * (2 * torch.rand(views * n, 2, device=images.device, dtype=images.dtype) - 1)
+    theta[:, :, 2] = VIEW_SHIFT * (2 * shift.to(images.dtype) - 1)
     batch = images.repeat(views, 1, 1, 1)
     grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
     warped = F.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return warped + VIEW_NOISE * torch.randn_like(warped)
+    return warped + VIEW_NOISE * pixels.to(warped.dtype)
 
 
 class ClipTerm(nn.Module):
@@ -191,13 +212,27 @@ class ClipTerm(nn.Module):
             raise ValueError("texts: the clip term needs the edit's text (a string or a list of strings)")
         return {"text_features": self.clip.encode_text(texts)}
 
-    def forward(self, generated: torch.Tensor, ws: torch.Tensor, targets: EditTargets) -> torch.Tensor:
+    def draw_noise(
+        self, image_shape: Sequence[int], device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, ...] | None:
+        """The random numbers one forward on images of `image_shape` [N,3,H,W] would draw (None: it draws none)."""
+        if not self.augment:
+            return None
+        return draw_view_noise(image_shape[0], self.augment, image_shape, device, dtype)
+
+    def forward(
+        self,
+        generated: torch.Tensor,
+        ws: torch.Tensor,
+        targets: EditTargets,
+        noise: Sequence[torch.Tensor] | None = None,  # draw_noise's output; None = drawn here
+    ) -> torch.Tensor:
         """Scalar Σ(1 − cosine similarity) between the generated images and the target texts."""
         text = _need(targets, "text_features", self.name)
         if not self.augment:
             similarity = self.clip.similarity(self.clip.encode_image(generated), text)  # [N, T]
         else:
-            views = self.clip.encode_image(random_views(generated, self.augment))  # [V * N, D]
+            views = self.clip.encode_image(random_views(generated, self.augment, noise))  # [V * N, D]
             similarity = self.clip.similarity(views, text).view(self.augment, generated.shape[0], -1).mean(0)
         return (1 - similarity).sum()
 
@@ -349,22 +384,55 @@ class Objective(nn.Module):
         n = targets.batch_size
         check_shape("generated", generated, [n, 3, None, None])
         check_shape("ws", ws, [n, None, None])
-        sync = self.timing and generated.is_cuda
+        if not self.timing:
+            return self._weigh(self.raw_terms(generated, ws, targets))
+        sync = generated.is_cuda
         raw: dict[str, torch.Tensor] = {}
-        seconds: dict[str, float] | None = {} if self.timing else None
+        seconds: dict[str, float] = {}
         for name in self.active:
             if sync:
                 torch.cuda.synchronize(generated.device)
             start = time.perf_counter()
-            value = self.terms[name](generated, ws, targets)
+            raw[name] = self._term(name, generated, ws, targets)
             if sync:
                 torch.cuda.synchronize(generated.device)
-            if seconds is not None:
-                seconds[name] = time.perf_counter() - start
-            if not isinstance(value, torch.Tensor) or value.ndim != 0:
-                got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-                raise ValueError(f"term {name!r} returned {got}, expected a scalar tensor")
-            raw[name] = value
+            seconds[name] = time.perf_counter() - start
+        return self._weigh(raw, seconds)
+
+    def raw_terms(
+        self,
+        generated: torch.Tensor,  # [N,3,H,W] in [0,1]
+        ws: torch.Tensor,  # [N,num_ws,w_dim]
+        targets: EditTargets,
+        noise: Mapping[str, Any] | None = None,  # draw_noise's output; None = terms draw their own
+    ) -> dict[str, torch.Tensor]:
+        """Unweighted value of every active term, with no timing and no host synchronisation, so that
+        torch.compile can trace it as one graph (ficekit.fast_step)."""
+        noise = noise or {}
+        return {name: self._term(name, generated, ws, targets, noise.get(name)) for name in self.active}
+
+    def draw_noise(self, image_shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+        """The random numbers one evaluation on images of `image_shape` draws, per term that can draw them ahead
+        (a `draw_noise` method), in evaluation order; raw_terms(..., noise=) then uses them instead of drawing."""
+        noise = {}
+        for name in self.active:
+            draw = getattr(self.terms[name], "draw_noise", None)
+            value = draw(image_shape, device, dtype) if draw is not None else None
+            if value is not None:
+                noise[name] = value
+        return noise
+
+    def _term(
+        self, name: str, generated: torch.Tensor, ws: torch.Tensor, targets: EditTargets, noise: Any = None
+    ) -> torch.Tensor:
+        term = self.terms[name]
+        value = term(generated, ws, targets) if noise is None else term(generated, ws, targets, noise=noise)
+        if not isinstance(value, torch.Tensor) or value.ndim != 0:
+            got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"term {name!r} returned {got}, expected a scalar tensor")
+        return value
+
+    def _weigh(self, raw: dict[str, torch.Tensor], seconds: dict[str, float] | None = None) -> ObjectiveValue:
         terms = {name: value * self.weights[name] for name, value in raw.items()}
         total = sum(terms.values())
         return ObjectiveValue(total=total, terms=terms, raw=raw, seconds=seconds)

@@ -1,90 +1,67 @@
 """FicePipeline: a bundle's models, ready to edit photos from text — `pipe.edit(images, text) -> EditResult`.
 
-One edit: fit the photo to the generator's resolution; parse the instruction; run perception on the
-photo and build the edit/keep/blend masks; invert the photo with e4e; optimise W+ under the objective;
-map G(w) and the masks back to the photo's size and stitch.
+One edit: check the inputs and settings; fit each photo to the generator's resolution; check the photos are of
+the bundle's world; parse the instruction; run perception on the photo and build the edit/keep/blend masks;
+invert the photo (e4e, optimisation or PTI); optimise W+ under the objective; map G(w) and the masks back to
+the photo's size and stitch. `pipe.session(photo)` keeps one photo's state across rounds (ficekit.session).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
 from .bundle import Bundle, load_bundle
-from .framing import fit_to_square
+from .framing import Framing, fit_to_square
 from .generator import synthesize_01
+from .inputs import as_photos, check_output_type, convert_output
 from .instruction import Instruction, classify_category, parse_instruction
-from .masking import EditMasks, build_masks, densepose_part_maps
-from .objective import build_objective
-from .optimize import OptimizeConfig, optimize_latents
-from .regularizers import REGULARIZERS
-from .shapes import check_shape
-from .stitch import STITCH_METHODS, stitch
+from .masking import EditMasks, build_masks
+from .objective import EditTargets, build_objective
+from .optimize import OptimizeConfig, OptimizeResult, SnapshotCallback, optimize_latents
+from .perception.densepose_parts import densepose_part_maps
+from .perception.segmenter import ParserSegmenterView
+from .settings import EditSettings, edit_settings, objective_weights, settings_dict
+from .stitch import stitch
+
+if TYPE_CHECKING:
+    from .session import EditSession
 
 log = logging.getLogger(__name__)
 
-MASK_MODES = ("auto", "fice")
-
-
-@dataclass(frozen=True)
-class EditSettings:
-    """Everything that steers one edit; defaults come from the bundle, overrides from the caller."""
-
-    iterations: int = 500  # optimisation steps (FICE runs iterations + 1)
-    lr: float = 0.05  # Adam learning rate
-    weights: Mapping[str, float] = field(default_factory=dict)  # term name -> weight
-    regularizer: str = "w_delta"  # latent regulariser name
-    mask: str = "fice"  # 'fice' (FICE's masks) or 'auto' (garment auto-masking)
-    stitch: str = "fice"  # stitching method
-    schedule: str = "constant"  # learning-rate schedule
-    seed: int | None = 0  # makes a run repeatable; None = not seeded
-    category: str | None = None  # garment category; None = from the text (or CLIP zero-shot)
-    batch_size: int = 4  # photos optimised together
-    clip_augment: int = 0  # random views CLIP scores per image (ficekit); 0 = G(w) itself, as FICE
-
-    def validate(self) -> EditSettings:
-        """Raise ValueError naming the first impossible value."""
-        if self.iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
-        if isinstance(self.clip_augment, bool) or not isinstance(self.clip_augment, int) or self.clip_augment < 0:
-            raise ValueError(f"clip_augment must be an int >= 0 (views per image), got {self.clip_augment!r}")
-        if self.mask not in MASK_MODES:
-            raise ValueError(f"mask must be one of {MASK_MODES}, got {self.mask!r}")
-        if self.stitch not in STITCH_METHODS:
-            raise ValueError(f"stitch must be one of {STITCH_METHODS}, got {self.stitch!r}")
-        if self.regularizer not in REGULARIZERS:
-            raise ValueError(f"regularizer must be one of {sorted(REGULARIZERS)}, got {self.regularizer!r}")
-        for name, weight in self.weights.items():
-            if not weight >= 0:
-                raise ValueError(f"weight of {name!r} must be >= 0, got {weight}")
-        return self
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor, dict[str, float]], None]
+VALID_DEVICES = "auto, cpu, cuda or cuda:N"
 
 
 @dataclass
 class EditResult:
     """The outcome of editing N photos with one text.
 
-    images: list of N results [3, H_i, W_i] in [0, 1] at each photo's own size (clamped).
+    images: N results at each photo's own size: [3, H_i, W_i] tensors in [0, 1] (output_type 'pt'), PIL images
+        ('pil') or float32 H_i x W_i x 3 arrays ('np').
     generated: [N, 3, R, R] G(w) at the generator's resolution R, in [0, 1] (unclamped).
     masks: EditMasks at resolution R (edit / keep / blend, [N, 1, R, R]).
     ws: [N, num_ws, w_dim] the optimised W+.
     history: per weighted term and 'total', one value per step, summed over all photos (as FICE's losses
         sum over the batch).
-    timings: seconds per stage ('perception', 'encoder', 'optimize', 'stitch', 'total', and per model).
+    timings: seconds per stage ('perception', 'inversion', 'optimize', 'stitch', 'total', ...), summed over batches;
+        'seconds_per_iteration' is the mean over all optimisation steps.
+    instruction: the parsed text; instructions: each photo's, with its garment category resolved (a text that
+        names no garment gets a CLIP zero-shot category per photo).
+    blend_full: blend masks [1, H_i, W_i] at each photo's size, aligned with it.
+    names: each photo's name (its path, or images[i]).
+    domain_scores: each photo's out-of-domain check (ficekit.domain.DomainScore), empty when not checked.
     """
 
-    images: list[torch.Tensor]
+    images: list[Any]
     generated: torch.Tensor
     masks: EditMasks
     ws: torch.Tensor
@@ -92,45 +69,47 @@ class EditResult:
     timings: dict[str, float]
     instruction: Instruction
     settings: EditSettings
-    blend_full: list[torch.Tensor] = field(default_factory=list)  # blend masks at each photo's size
-
-
-def edit_settings(defaults: Any, **overrides: Any) -> EditSettings:
-    """EditSettings from a bundle's EditDefaults plus `overrides` (None = keep the default; weights merge
-    term by term), validated — cheap, so callers can check options before loading any model."""
-    base = EditSettings(
-        iterations=defaults.iterations, lr=defaults.lr, weights=dict(defaults.weights),
-        regularizer=defaults.regularizer, mask=defaults.mask, stitch=defaults.stitch, schedule=defaults.schedule,
-        clip_augment=defaults.clip_augment,
-    )
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(EditSettings)}
-    if unknown:
-        raise ValueError(f"unknown edit setting(s) {sorted(unknown)}")
-    if overrides.get("weights") is not None:
-        overrides["weights"] = {**base.weights, **overrides["weights"]}
-    overrides = {k: v for k, v in overrides.items() if v is not None or k in ("seed", "category")}
-    return dataclasses.replace(base, **overrides).validate()
-
-
-def objective_weights(weights: Mapping[str, float], regularizer: str) -> dict[str, float]:
-    """Weights keyed for the objective: a weight given under another regulariser's name (the bundle's
-    default, e.g. FICE's 'w_delta') moves to the chosen regulariser unless that has its own weight."""
-    others = {name: w for name, w in weights.items() if name in REGULARIZERS and name != regularizer}
-    out = {name: w for name, w in weights.items() if name not in others}
-    if regularizer not in out and others:
-        out[regularizer] = next(iter(others.values()))
-    out.pop("none", None)
-    return out
+    blend_full: list[torch.Tensor] = field(default_factory=list)
+    instructions: list[Instruction] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    domain_scores: list[Any] = field(default_factory=list)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """'auto'/None -> cuda when available, else cpu; anything else as torch understands it."""
+    """'auto'/None -> cuda when available, else cpu; 'cpu', 'cuda', 'cuda:N' as given; anything else a ValueError."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} requested but CUDA is not available")
-    return device
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a device; expected {VALID_DEVICES}") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r} is not supported; expected {VALID_DEVICES}")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+    return resolved
+
+
+def edit_seed(settings: EditSettings, generator: torch.Generator | None) -> int | None:
+    """The seed of one edit: drawn from `generator` when given (advancing it), else settings.seed."""
+    if generator is None:
+        return settings.seed
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Run the block with torch's RNG seeded to `seed`, restoring the caller's RNG afterwards (None = untouched)."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
 
 
 class FicePipeline:
@@ -145,10 +124,24 @@ class FicePipeline:
         self.encoder = load("encoder", self.device)
         self.clip = load("clip", self.device)
         self.densepose = load("densepose", self.device) if bundle.has("densepose") else None
-        self.segmenter = load("segmenter", self.device) if bundle.has("segmenter") else None
         self.parser = load("parser", self.device) if bundle.has("parser") else None
+        self.segmenter = self._load_segmenter()
         self.resolution = int(self.generator.img_resolution)
         self._objectives: dict[tuple, Any] = {}
+
+    def _load_segmenter(self) -> nn.Module | None:
+        """The segmenter; a view of the bundle's parser reuses the loaded parser instead of loading it twice."""
+        if not self.bundle.has("segmenter"):
+            return None
+        spec = self.bundle.spec("segmenter")
+        if (
+            spec.format == "parser_view" and self.parser is not None
+            and self.bundle.path("segmenter") == self.bundle.path("parser")
+            and spec.kwargs.get("parser") == self.bundle.spec("parser").kwargs
+        ):
+            self.bundle.verify("segmenter")
+            return ParserSegmenterView(self.parser, spec.kwargs["groups"]).to(self.device)
+        return self.bundle.load("segmenter", self.device)
 
     @classmethod
     def from_bundle(
@@ -157,13 +150,24 @@ class FicePipeline:
         """Load every model of a bundle ('demo', 'fice', a folder, or a Bundle)."""
         return cls(bundle if isinstance(bundle, Bundle) else load_bundle(bundle), device, timing=timing)
 
+    def to(self, device: str | torch.device) -> FicePipeline:
+        """Move every model to `device` (as diffusers' pipe.to); returns the pipeline."""
+        self.device = resolve_device(device)
+        for name in ("generator", "encoder", "clip", "densepose", "parser", "segmenter"):
+            model = getattr(self, name)
+            if model is not None:
+                setattr(self, name, model.to(self.device))
+        self._objectives.clear()
+        return self
+
     # ------------------------------------------------------------------ settings
 
-    def settings(self, **overrides: Any) -> EditSettings:
+    def settings(self, force: bool = False, **overrides: Any) -> EditSettings:
         """The bundle's default settings with `overrides` applied (weights are merged term by term)."""
-        return edit_settings(self.bundle.defaults, **overrides)
+        return edit_settings(self.bundle.defaults, force=force, **overrides)
 
-    def _objective(self, settings: EditSettings) -> Any:
+    def objective(self, settings: EditSettings) -> Any:
+        """The objective of `settings` (cached: the same settings reuse one built objective)."""
         weights = objective_weights(settings.weights, settings.regularizer)
         key = (settings.regularizer, tuple(sorted(weights.items())), settings.clip_augment)
         if key not in self._objectives:
@@ -177,143 +181,276 @@ class FicePipeline:
 
     def edit(
         self,
-        images: torch.Tensor | Sequence[torch.Tensor],
+        images: Any,
         text: str,
+        *,
+        output_type: str = "pt",
+        generator: torch.Generator | None = None,
+        callback: StepCallback | None = None,
+        callback_every: int = 1,
         progress: bool = True,
+        check_domain: bool = True,
+        force: bool = False,
+        names: Sequence[str] | None = None,
         **overrides: Any,
     ) -> EditResult:
         """Edit the garment in each photo according to `text`.
 
         Args:
-            images: a tensor [N, 3, H, W] or a list of [3, H_i, W_i] tensors, RGB in [0, 1], any size.
+            images: a PIL image, a path, a [3,H,W] or [N,3,H,W] float tensor in [0,1], an HWC uint8 array, or a
+                list of these; any size.
             text: the instruction or description ("striped cotton shirt").
+            output_type: 'pt' (tensors [3,H,W]), 'pil' or 'np' (float32 HWC in [0,1]) for EditResult.images.
+            generator: a torch.Generator the edit's seed is drawn from (the global RNG is never touched).
+            callback: fn(step, ws, generated, losses) every `callback_every` optimisation steps (per batch), e.g.
+                for live previews; `generated` is [B,3,R,R] in [0,1].
             progress: show a progress bar.
+            check_domain: refuse photos outside the bundle's domain (ficekit.domain.OutOfDomainError).
+            force: lift the iteration cap (settings.MAX_ITERATIONS).
+            names: a name per photo for messages (default: its path, or images[i]).
             **overrides: EditSettings fields (iterations, lr, weights, regularizer, mask, stitch, seed, ...).
         """
-        settings = self.settings(**overrides)
-        photos = self._as_list(images)
-        instruction = parse_instruction(text, category=settings.category)
-        results: list[EditResult] = []
+        # 1. Check every input before any model runs.
+        settings = self.settings(force=force, **overrides)
+        check_output_type(output_type)
+        callbacks = self._callbacks(callback, callback_every)
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text is empty; describe the garment, e.g. 'striped cotton shirt'")
+        photos, photo_names = as_photos(images, names)
+        instruction = self.parse(text, settings)
+        seed = edit_seed(settings, generator)
+        # 2. Edit batch by batch.
+        results = []
         for start in range(0, len(photos), settings.batch_size):
-            batch = photos[start : start + settings.batch_size]
-            results.append(self._edit_batch(batch, instruction, settings, progress))
-        return _concat(results)
+            stop = start + settings.batch_size
+            results.append(
+                self._edit_batch(
+                    photos[start:stop], photo_names[start:stop], instruction, settings, seed, callbacks, progress,
+                    check_domain,
+                )
+            )
+        result = _concat(results)
+        result.images = convert_output(result.images, output_type)
+        return result
+
+    def session(self, photo: Any, *, check_domain: bool = True, force: bool = False, **overrides: Any) -> EditSession:
+        """An EditSession for one photo: rounds of instructions that remember the garment and warm-start."""
+        from .session import EditSession
+
+        return EditSession(self, photo, check_domain=check_domain, force=force, **overrides)
+
+    def parse(self, text: str, settings: EditSettings) -> Instruction:
+        """The parsed instruction; words the parser did not use are named in one warning (never dropped silently)."""
+        instruction = parse_instruction(text, category=settings.category)
+        ignored = getattr(instruction, "ignored_words", None)
+        if ignored:
+            log.warning("ignored word(s) in %r: %s (not in ficekit's vocabulary)", text, ", ".join(ignored))
+        return instruction
 
     @torch.no_grad()
-    def photo_masks(self, images: torch.Tensor | Sequence[torch.Tensor], text: str, **overrides: Any) -> list[EditMasks]:
+    def photo_masks(self, images: Any, text: str, **overrides: Any) -> list[EditMasks]:
         """The edit/keep/blend masks an edit of `images` by `text` would use, each [1, 1, H_i, W_i] in [0, 1] at
         the photo's own size; lets another method (e.g. a diffusion inpainter) repaint exactly the same region."""
         settings = self.settings(**overrides)
         instruction = parse_instruction(text, category=settings.category)
+        photos, _ = as_photos(images)
         out = []
-        for photo in self._as_list(images):
-            x, framing = fit_to_square(photo[None].to(self.device), self.resolution)
-            masks = self._perceive(x, self._with_category(x, instruction, settings), settings)
-            unfit = {name: framing.unfit(getattr(masks, name)).clamp(0, 1).cpu() for name in ("edit", "keep", "blend")}
+        for photo in photos:
+            x, framing = self.frame([photo])
+            masks = self.perceive(x, self.instructions_for(x, instruction, settings), settings)
+            unfit = {name: framing[0].unfit(getattr(masks, name)).clamp(0, 1).cpu() for name in ("edit", "keep", "blend")}
             out.append(dataclasses.replace(masks, **unfit))
         return out
 
-    def edit_masks(self, images: torch.Tensor | Sequence[torch.Tensor], text: str, **overrides: Any) -> list[torch.Tensor]:
+    def edit_masks(self, images: Any, text: str, **overrides: Any) -> list[torch.Tensor]:
         """The blend masks (1 = repainted) of `photo_masks`, each [1, H_i, W_i]."""
         return [m.blend[0] for m in self.photo_masks(images, text, **overrides)]
 
-    def _with_category(self, x: torch.Tensor, instruction: Instruction, settings: EditSettings) -> Instruction:
-        """`instruction`, its garment category chosen by CLIP zero-shot when the text names none (auto masks)."""
+    def edit_rounds(self, images: Any, texts: Sequence[str], **kw: Any) -> list[EditResult]:
+        """Multi-round editing of each photo through an EditSession (warm start, the garment state remembered);
+        returns one EditResult per round covering every photo. Kept for scripts written before EditSession."""
+        photos, names = as_photos(images)
+        progress = kw.pop("progress", False)
+        per_photo = []
+        for photo, name in zip(photos, names, strict=True):
+            session = self.session(photo, name=name, **kw)
+            per_photo.append([session.apply(text, progress=progress).result for text in texts])
+        return [_concat([rounds[r] for rounds in per_photo]) for r in range(len(texts))]
+
+    # ------------------------------------------------------------------ the steps of an edit (used by EditSession)
+
+    def frame(self, photos: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[Framing]]:
+        """Photos [3,H,W] -> [N,3,R,R] at the generator's resolution on the pipeline's device, and their framings."""
+        fitted, framings = zip(*(fit_to_square(p[None].to(self.device), self.resolution) for p in photos), strict=True)
+        return torch.cat(fitted), list(framings)
+
+    def check_photos(self, x: torch.Tensor, names: Sequence[str]) -> list[Any]:
+        """The bundle's out-of-domain check of framed photos x [N,3,R,R]; raises OutOfDomainError outside it."""
+        record = getattr(self.bundle, "domain", None)
+        if record is None:
+            log.info("bundle %r has no domain record; photos are not checked against its world", self.bundle.name)
+            return []
+        from .domain import check_photos
+
+        return check_photos(self, x, record, list(names))
+
+    def domain_scores(self, images: Any) -> list[Any]:
+        """Each photo's out-of-domain score (ficekit.domain.DomainScore), without refusing any."""
+        from .domain import score_photos
+
+        photos, _ = as_photos(images)
+        x, _ = self.frame(photos)
+        return score_photos(self, x, getattr(self.bundle, "domain", None))
+
+    def instructions_for(self, x: torch.Tensor, instruction: Instruction, settings: EditSettings) -> list[Instruction]:
+        """One instruction per photo: its garment category chosen by CLIP zero-shot when the text names none."""
         if instruction.category is not None or settings.mask != "auto":
-            return instruction
+            return [instruction] * x.shape[0]
         categories = classify_category(self.clip, x, instruction.text)
-        category = categories[0] if isinstance(categories, (list, tuple)) else categories
-        log.info("no garment named in %r; CLIP zero-shot chose %r", instruction.text, category)
-        return dataclasses.replace(instruction, category=category)
+        log.info("no garment named in %r; CLIP zero-shot chose %s", instruction.text, categories)
+        return [dataclasses.replace(instruction, category=category) for category in categories]
 
-    def edit_rounds(self, images: torch.Tensor | Sequence[torch.Tensor], texts: Sequence[str], **kw: Any) -> list[EditResult]:
-        """Multi-round editing: each instruction edits the previous round's result."""
-        rounds = []
-        current: Any = images
-        for text in texts:
-            result = self.edit(current, text, **kw)
-            rounds.append(result)
-            current = result.images
-        return rounds
-
-    @staticmethod
-    def _as_list(images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        if isinstance(images, torch.Tensor):
-            if images.ndim == 3:
-                images = images.unsqueeze(0)
-            check_shape("images", images, [None, 3, None, None])
-            photos = list(images)
-        else:
-            photos = list(images)
-            for i, p in enumerate(photos):
-                check_shape(f"images[{i}]", p, [3, None, None])
-        if not photos:
-            raise ValueError("no images to edit")
-        for i, p in enumerate(photos):
-            if not p.is_floating_point():
-                raise ValueError(f"images[{i}]: expected a float tensor in [0, 1], got {p.dtype}")
-            if p.min() < -1e-3 or p.max() > 1 + 1e-3:
-                raise ValueError(f"images[{i}]: values must lie in [0, 1] (got {p.min():.3f}..{p.max():.3f})")
-        return [p.float() for p in photos]
-
-    def _perceive(self, x: torch.Tensor, instruction: Instruction, settings: EditSettings) -> EditMasks:
+    @torch.no_grad()
+    def perceive(self, x: torch.Tensor, instructions: Sequence[Instruction], settings: EditSettings) -> EditMasks:
+        """Edit/keep/blend masks of framed photos x [N,3,R,R], each photo by its own instruction."""
         size = tuple(x.shape[-2:])
-        fice = self.segmenter(x) if self.segmenter is not None else None
+        parser = self.parser(x) if self.parser is not None and settings.mask == "auto" else None
+        if isinstance(self.segmenter, ParserSegmenterView) and parser is not None and self.segmenter.parser is self.parser:
+            fice = self.segmenter.from_masks(parser)
+        else:
+            fice = self.segmenter(x) if self.segmenter is not None else None
         if settings.mask == "fice":
             if fice is None:
                 raise ValueError(f"mask mode 'fice' needs a segmenter; bundle {self.bundle.name!r} has none")
-            return build_masks(instruction, fice=fice, mode="fice")
+            return build_masks(instructions[0], fice=fice, mode="fice")
         parts = densepose_part_maps(self.densepose(x), size) if self.densepose is not None else None
-        parser = self.parser(x) if self.parser is not None else None
-        return build_masks(instruction, parts=parts, parser=parser, fice=fice, mode="auto")
+        groups: dict[str | None, list[int]] = {}
+        for i, instruction in enumerate(instructions):
+            groups.setdefault(instruction.category, []).append(i)
+        if len(groups) == 1:
+            return build_masks(instructions[0], parts=parts, parser=parser, fice=fice, mode="auto")
+        pieces = {}
+        for indices in groups.values():
+            index = torch.tensor(indices, device=x.device)
+            pieces[tuple(indices)] = build_masks(
+                instructions[indices[0]], mode="auto",
+                parts=parts.index_select(0, index) if parts is not None else None,
+                parser=_select(parser, index), fice=_select(fice, index),
+            )
+        return _gather_masks(pieces, len(instructions))
+
+    def invert(self, x: torch.Tensor, settings: EditSettings, seed: int | None, progress: bool) -> tuple[torch.Tensor, nn.Module]:
+        """W+ of framed photos x [N,3,R,R] and the generator to edit in (a tuned copy for 'pti')."""
+        if settings.inversion == "e4e":
+            with torch.no_grad():
+                return self.encoder(x), self.generator
+        from .inversion import invert
+
+        inversion = invert(
+            x, self.generator, self.encoder, method=settings.inversion, steps=settings.inversion_steps,
+            seed=seed, progress=progress,
+        )
+        return inversion.ws, inversion.generator
+
+    def optimize(
+        self,
+        x: torch.Tensor,
+        masks: EditMasks,
+        text: str,
+        ws_init: torch.Tensor,
+        settings: EditSettings,
+        *,
+        generator: nn.Module | None = None,
+        iterations: int | None = None,
+        seed: int | None = None,
+        callbacks: Sequence[Any] = (),
+        progress: bool = True,
+        targets: EditTargets | None = None,
+    ) -> tuple[OptimizeResult, EditTargets]:
+        """Optimise W+ from `ws_init` under the objective for `text`; `targets` from an earlier round keep the
+        original photo's preservation targets (only the text features and the start change)."""
+        objective = self.objective(settings)
+        with seeded(seed, self.device):
+            if targets is None:
+                targets = objective.prepare(x, masks.keep, [text], ws_init)
+            else:
+                text_features = targets.text_features
+                if text_features is not None:
+                    with torch.no_grad():
+                        text_features = self.clip.encode_text([text])
+                targets = dataclasses.replace(targets, text_features=text_features, ws_init=ws_init)
+            config = OptimizeConfig(
+                iterations=iterations or settings.iterations, lr=settings.lr, schedule=settings.schedule, seed=seed
+            )
+            outcome = optimize_latents(
+                generator or self.generator, objective, targets, config, callbacks=callbacks, progress=progress
+            )
+        return outcome, targets
+
+    def finish(
+        self, photos: Sequence[torch.Tensor], framings: Sequence[Framing], generated: torch.Tensor, masks: EditMasks,
+        settings: EditSettings,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Stitch G(w) into each photo at its own size: (results [3,H,W] in [0,1], blend masks [1,H,W])."""
+        results, blends = [], []
+        for i, (photo, framing) in enumerate(zip(photos, framings, strict=True)):
+            generated_full = framing.unfit(generated[i : i + 1].to(self.device)).cpu()
+            blend = framing.unfit(masks.blend[i : i + 1].to(self.device)).clamp(0, 1).cpu()
+            # Clamped to the [0, 1] image contract (G(w) is unclamped, as in FICE); photo pixels are unchanged.
+            results.append(stitch(photo[None].cpu(), generated_full, blend, method=settings.stitch)[0].clamp(0, 1))
+            blends.append(blend[0])
+        return results, blends
+
+    # ------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _callbacks(callback: StepCallback | None, every: int) -> list[Any]:
+        if callback is None:
+            return []
+        if not callable(callback):
+            raise ValueError(f"callback must be callable, got {type(callback).__name__}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"callback_every must be an int >= 1, got {every!r}")
+        return [SnapshotCallback(every, callback)]
 
     def _edit_batch(
-        self, photos: list[torch.Tensor], instruction: Instruction, settings: EditSettings, progress: bool
+        self, photos: list[torch.Tensor], names: list[str], instruction: Instruction, settings: EditSettings,
+        seed: int | None, callbacks: Sequence[Any], progress: bool, check_domain: bool,
     ) -> EditResult:
         timings: dict[str, float] = {}
         t_start = time.perf_counter()
-        fitted, framings = zip(*(fit_to_square(p[None].to(self.device), self.resolution) for p in photos), strict=True)
-        x = torch.cat(fitted)
+        x, framings = self.frame(photos)
+        domain_scores = self.check_photos(x, names) if check_domain else []
 
-        instruction = self._with_category(x, instruction, settings)
-
-        with torch.no_grad():
-            t = time.perf_counter()
-            masks = self._perceive(x, instruction, settings)
-            timings["perception"] = time.perf_counter() - t
-            _warn_if_empty(masks, instruction)
-            t = time.perf_counter()
-            ws_init = self.encoder(x)
-            timings["encoder"] = time.perf_counter() - t
-
-        if settings.seed is not None:
-            torch.manual_seed(settings.seed)
-        objective = self._objective(settings)
-        targets = objective.prepare(x, masks.keep, [instruction.text], ws_init)
-        config = OptimizeConfig(
-            iterations=settings.iterations, lr=settings.lr, schedule=settings.schedule, seed=settings.seed
-        )
         t = time.perf_counter()
-        outcome = optimize_latents(self.generator, objective, targets, config, progress=progress)
+        instructions = self.instructions_for(x, instruction, settings)
+        masks = self.perceive(x, instructions, settings)
+        timings["perception"] = time.perf_counter() - t
+        _warn_if_empty(masks, instructions, names)
+
+        t = time.perf_counter()
+        ws_init, generator = self.invert(x, settings, seed, progress)
+        timings["inversion"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        outcome, _ = self.optimize(
+            x, masks, instruction.text, ws_init, settings, generator=generator, seed=seed, callbacks=callbacks,
+            progress=progress,
+        )
         timings["optimize"] = time.perf_counter() - t
         timings["seconds_per_iteration"] = outcome.seconds_per_iteration
         for name, seconds in getattr(outcome, "term_seconds", {}).items():
             timings[f"optimize.{name}"] = seconds
 
         t = time.perf_counter()
-        results, blends = [], []
-        for i, (photo, framing) in enumerate(zip(photos, framings, strict=True)):
-            generated = framing.unfit(outcome.generated[i : i + 1]).cpu()
-            blend = framing.unfit(masks.blend[i : i + 1]).clamp(0, 1).cpu()
-            # Clamped to the [0, 1] image contract (G(w) is unclamped, as in FICE); photo pixels are unchanged.
-            results.append(stitch(photo[None].cpu(), generated, blend, method=settings.stitch)[0].clamp(0, 1))
-            blends.append(blend[0])
+        results, blends = self.finish(photos, framings, outcome.generated, masks, settings)
         timings["stitch"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_start
         return EditResult(
             images=results, generated=outcome.generated.detach().cpu(), masks=_masks_cpu(masks),
             ws=outcome.ws.detach().cpu(), history=outcome.history, timings=timings, instruction=instruction,
-            settings=settings, blend_full=blends,
+            settings=settings, blend_full=blends, instructions=instructions, names=list(names),
+            domain_scores=domain_scores,
         )
 
     @torch.no_grad()
@@ -322,15 +459,35 @@ class FicePipeline:
         return synthesize_01(self.generator, self.encoder(images.to(self.device)))
 
 
-def _warn_if_empty(masks: EditMasks, instruction: Instruction) -> None:
-    """An empty blend mask means the result will be the photo itself: say so instead of failing silently."""
-    empty = [i for i in range(masks.blend.shape[0]) if not bool((masks.blend[i] > 0).any())]
-    if empty:
-        warnings.warn(
-            f"the edit region of photo(s) {empty} is empty: no {masks.category or 'garment'} region was found for "
-            f"{instruction.text!r}, so the result equals the photo; try --category or --mask fice",
-            stacklevel=3,
-        )
+def _select(output: Any, index: torch.Tensor) -> Any:
+    """A SegmentationMasks / FiceSegmentation restricted to the photos in `index` (None stays None)."""
+    if output is None:
+        return None
+    return dataclasses.replace(output, probs=output.probs.index_select(0, index))
+
+
+def _gather_masks(pieces: dict[tuple[int, ...], EditMasks], n: int) -> EditMasks:
+    """EditMasks built for groups of photos, put back in photo order (category: None when they differ)."""
+    first = next(iter(pieces.values()))
+    out = {}
+    for name in ("edit", "keep", "blend"):
+        like = getattr(first, name)
+        tensor = like.new_zeros((n, *like.shape[1:]))
+        for indices, masks in pieces.items():
+            tensor[list(indices)] = getattr(masks, name)
+        out[name] = tensor
+    categories = {masks.category for masks in pieces.values()}
+    return dataclasses.replace(first, category=categories.pop() if len(categories) == 1 else None, **out)
+
+
+def _warn_if_empty(masks: EditMasks, instructions: Sequence[Instruction], names: Sequence[str]) -> None:
+    """An empty blend mask means the result will be the photo itself: say so, naming the photo."""
+    for i in range(masks.blend.shape[0]):
+        if not bool((masks.blend[i] > 0).any()):
+            log.warning(
+                "%s: no %s region was found for %r, so the result equals the photo; try --category or --mask fice",
+                names[i], instructions[i].category or "garment", instructions[i].text,
+            )
 
 
 def _masks_cpu(masks: EditMasks) -> EditMasks:
@@ -338,7 +495,8 @@ def _masks_cpu(masks: EditMasks) -> EditMasks:
 
 
 def _concat(results: list[EditResult]) -> EditResult:
-    """Join per-batch results into one (histories and timings of the first batch; timings summed)."""
+    """Join per-batch results into one: per-photo fields in order, histories summed step by step (as FICE sums
+    over a batch), stage timings summed, seconds_per_iteration averaged over all steps."""
     if len(results) == 1:
         return results[0]
     first = results[0]
@@ -346,15 +504,23 @@ def _concat(results: list[EditResult]) -> EditResult:
     for r in results:
         for k, v in r.timings.items():
             timings[k] = timings.get(k, 0.0) + v
+    if "seconds_per_iteration" in timings:
+        timings["seconds_per_iteration"] /= len(results)
     masks = dataclasses.replace(
         first.masks,
         edit=torch.cat([r.masks.edit for r in results]),
         keep=torch.cat([r.masks.keep for r in results]),
         blend=torch.cat([r.masks.blend for r in results]),
+        category=first.masks.category if all(r.masks.category == first.masks.category for r in results) else None,
     )
     history = {k: [sum(r.history[k][i] for r in results) for i in range(len(v))] for k, v in first.history.items()}
     return EditResult(
         images=[im for r in results for im in r.images], generated=torch.cat([r.generated for r in results]),
         masks=masks, ws=torch.cat([r.ws for r in results]), history=history, timings=timings,
         instruction=first.instruction, settings=first.settings, blend_full=[b for r in results for b in r.blend_full],
+        instructions=[i for r in results for i in r.instructions], names=[n for r in results for n in r.names],
+        domain_scores=[s for r in results for s in r.domain_scores],
     )
+
+
+__all__ = ["EditResult", "EditSettings", "FicePipeline", "edit_settings", "resolve_device", "settings_dict"]

@@ -1,14 +1,21 @@
 """Latent regularisers: penalties on the W+ latent alone that keep the optimised code near good latents.
 
 Every regulariser is an objective term (see ficekit.objective): `forward(generated, ws, targets)` returns a
-scalar, and `penalty(ws)` computes it from ws [N, num_ws, w_dim] alone. All reduce like FICE's terms: a mean
+scalar, and `penalty(ws)` computes it from ws [N, num_ws, w_dim] alone (L2Init, whose penalty also needs the
+starting W+, reads it from targets.ws_init). All reduce like FICE's terms: a mean
 per sample, summed over the batch, so N images optimised together do not pull on each other.
 
 - WDelta (FICE): rows 1..num_ws-1 of W+ towards row 0.
 - WMean: distance of every row to the mapping network's mean w, in units of its per-dimension std.
 - PNRegularizer (Zhu et al. 2020, "Improved StyleGAN Embedding: Where are the Good Latents?"): the
   squared norm of rows in the whitened "PN" space.
+  Zhu et al.'s P_N prior is the Mahalanobis distance in P space (PCA whitening is a Cholesky-free way to
+  invert the covariance), so `pn` already is the "pn_mahalanobis" regulariser; no separate one exists.
 - NoRegularizer: zero.
+- L2Init (StyleCLIP's optimisation mode): squared distance of W+ to the edit's starting W+ (targets.ws_init).
+- WPlusVar (e4e-style): variance of the W+ rows around their mean.
+- Mahalanobis: squared Mahalanobis distance of every row to the W distribution (mean and full covariance of
+  mapped samples, cached per generator).
 
 Regularisers that need the mapping network's statistics sample w themselves (seeded) from the generator.
 `build_regularizer(name, G, **kw)` builds one by name from REGULARIZERS; `register_regularizer` adds more.
@@ -19,6 +26,7 @@ from __future__ import annotations
 import abc
 import logging
 import math
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -239,6 +247,133 @@ class NoRegularizer(LatentRegularizer):
         return ws.sum() * 0
 
 
+class L2Init(nn.Module):
+    """StyleCLIP's optimisation-mode prior: Σ_n mean_{i,d} (ws[n,i,d] − ws_init[n,i,d])².
+
+    ws_init is the edit's starting W+ (the inversion of the photo), read from targets.ws_init. StyleCLIP sums
+    over every entry (`((w_init − w)**2).sum()`, λ = 0.008); this is that sum divided by num_ws·w_dim, the mean
+    per sample like every ficekit term, so StyleCLIP's λ is weight = 0.008·num_ws·w_dim here.
+    """
+
+    name = "l2_init"
+
+    def penalty(self, ws: torch.Tensor, ws_init: torch.Tensor) -> torch.Tensor:
+        """Scalar penalty of ws [N, num_ws, w_dim] against the starting ws_init of the same shape."""
+        check_shape("ws", ws, [None, None, None])
+        check_shape("ws_init", ws_init, list(ws.shape))
+        return F.mse_loss(ws, ws_init.to(ws.dtype), reduction="none").mean((1, 2)).sum()
+
+    def forward(self, generated: torch.Tensor | None, ws: torch.Tensor, targets: Any) -> torch.Tensor:
+        """The objective-term call: penalty(ws, targets.ws_init)."""
+        ws_init = getattr(targets, "ws_init", None)
+        if ws_init is None:
+            raise ValueError("l2_init: the targets carry no ws_init (the starting W+); build them with Objective.prepare")
+        return self.penalty(ws, ws_init)
+
+
+class WPlusVar(LatentRegularizer):
+    """Spread of the W+ rows (e4e-style progressive prior): Σ_n mean_d (1/num_ws) Σ_i (ws[n,i,d] − w̄[n,d])².
+
+    w̄[n] is the mean of sample n's rows; the variance is the population one (divide by num_ws), averaged over
+    the dims. Zero when W+ collapses to a single w. Unlike w_delta, no row is the anchor: two rows a and b
+    score mean_d ((a_d − b_d) / 2)², where w_delta scores mean_d (a_d − b_d)².
+    """
+
+    name = "w_plus_var"
+
+    def penalty(self, ws: torch.Tensor) -> torch.Tensor:
+        """Scalar penalty of ws [N, num_ws, w_dim]."""
+        return ws.var(dim=1, unbiased=False).mean(1).sum()
+
+
+# Mapped-w statistics per generator: the generator object -> {(num_samples, seed, ridge): (mean, cholesky)}.
+# Weak keys, so a generator that is dropped takes its statistics with it.
+_W_GAUSSIANS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int, float], tuple[torch.Tensor, torch.Tensor]]]
+_W_GAUSSIANS = weakref.WeakKeyDictionary()
+
+
+def _regularised_cholesky(covariance: torch.Tensor, ridge: float) -> torch.Tensor:
+    """Lower Cholesky factor of covariance + ridge·(mean variance)·I; the ridge grows ×10 until it factors."""
+    dim = covariance.shape[0]
+    scale = float(covariance.diagonal().mean().clamp_min(torch.finfo(covariance.dtype).tiny))
+    eye = torch.eye(dim, dtype=covariance.dtype, device=covariance.device)
+    for attempt in range(8):
+        factor, info = torch.linalg.cholesky_ex(covariance + ridge * 10**attempt * scale * eye)
+        if int(info) == 0:
+            return factor
+    raise ValueError(f"covariance: not positive definite even with a ridge of {ridge * 10**7:g} x its mean variance")
+
+
+class Mahalanobis(LatentRegularizer):
+    """Distance to the W distribution: Σ_n mean_i d²(ws[n,i]) / w_dim, d²(w) = (w − μ)ᵀ (Σ + εI)⁻¹ (w − μ).
+
+    μ and Σ are the mean and (unbiased) covariance of mapped samples w = mapping(z), z ~ N(0, I); ε = ridge ×
+    the mean variance keeps Σ invertible. d² comes from a Cholesky solve, d² = ‖L⁻¹ (w − μ)‖² with
+    L Lᵀ = Σ + εI. Divided by w_dim, a sampled w scores ≈ 1 per row (E[d²] = w_dim for a Gaussian W). Unlike
+    `pn` it works in W itself, not in the pre-activation P space where Zhu et al. find W Gaussian.
+    """
+
+    name = "mahalanobis"
+
+    def __init__(
+        self,
+        mean: torch.Tensor,  # [w_dim] mean μ of mapped w
+        covariance: torch.Tensor | None = None,  # [w_dim, w_dim] covariance Σ (or pass its factor `cholesky`)
+        ridge: float = 1e-6,  # ε as a fraction of the mean variance, added to Σ's diagonal
+        cholesky: torch.Tensor | None = None,  # [w_dim, w_dim] lower factor of Σ + εI, when already computed
+    ) -> None:
+        super().__init__()
+        mean = torch.as_tensor(mean).float().flatten()
+        if (covariance is None) == (cholesky is None):
+            raise ValueError("Mahalanobis: pass exactly one of covariance and cholesky")
+        if not ridge >= 0:
+            raise ValueError(f"ridge: expected >= 0, got {ridge}")
+        if cholesky is None:
+            covariance = torch.as_tensor(covariance).double()
+            check_shape("covariance", covariance, [mean.shape[0], mean.shape[0]])
+            cholesky = _regularised_cholesky((covariance + covariance.T) / 2, ridge)
+        check_shape("cholesky", torch.as_tensor(cholesky), [mean.shape[0], mean.shape[0]])
+        self.register_buffer("mean", mean)
+        self.register_buffer("cholesky", torch.as_tensor(cholesky).float())
+
+    @classmethod
+    def from_generator(
+        cls,
+        G: nn.Module,  # generator whose mapping network is sampled
+        num_samples: int = 10_000,  # mapped samples for mean and covariance (must exceed w_dim)
+        seed: int = 0,  # seed of the z draw
+        ridge: float = 1e-6,  # covariance ridge as a fraction of the mean variance
+    ) -> Mahalanobis:
+        """Mahalanobis with the statistics of `num_samples` mapped w (float64), computed once per generator."""
+        _require_generator(G)
+        w_dim = G.mapping.w_dim
+        if num_samples <= w_dim:
+            raise ValueError(f"num_samples: a {w_dim}-dim covariance needs more than {w_dim} samples, got {num_samples}")
+        key = (int(num_samples), int(seed), float(ridge))
+        cache = _W_GAUSSIANS.setdefault(G, {})
+        if key not in cache:
+            w = sample_w(G, num_samples, seed).double()
+            mean = w.mean(0)
+            centred = w - mean
+            covariance = centred.T @ centred / (num_samples - 1)
+            cache[key] = (mean.float(), _regularised_cholesky(covariance, ridge).float())
+        mean, factor = cache[key]
+        return cls(mean, cholesky=factor, ridge=ridge)
+
+    def squared_distance(self, ws: torch.Tensor) -> torch.Tensor:
+        """d² [...] of every row of ws [..., w_dim]."""
+        if ws.shape[-1] != self.mean.shape[0]:
+            raise ValueError(f"ws: expected rows of {self.mean.shape[0]} dims, got shape {list(ws.shape)}")
+        centred = (ws - self.mean).reshape(-1, self.mean.shape[0]).T  # [w_dim, rows]
+        whitened = torch.linalg.solve_triangular(self.cholesky.to(ws.dtype), centred, upper=False)
+        return (whitened**2).sum(0).reshape(ws.shape[:-1])
+
+    def penalty(self, ws: torch.Tensor) -> torch.Tensor:
+        """Scalar penalty of ws [N, num_ws, w_dim]."""
+        check_shape("ws", ws, [None, None, self.mean.shape[0]])
+        return (self.squared_distance(ws) / self.mean.shape[0]).mean(1).sum()
+
+
 # ---------------------------------------------------------------------------------------------------
 # Building by name.
 
@@ -251,11 +386,22 @@ def _none(G: nn.Module | None = None) -> NoRegularizer:
     return NoRegularizer()
 
 
+def _l2_init(G: nn.Module | None = None) -> L2Init:
+    return L2Init()
+
+
+def _w_plus_var(G: nn.Module | None = None) -> WPlusVar:
+    return WPlusVar()
+
+
 REGULARIZERS: dict[str, RegularizerFactory] = {
     "w_delta": _w_delta,
     "w_mean": WMean.from_generator,
     "pn": PNRegularizer.from_generator,
     "none": _none,
+    "l2_init": _l2_init,
+    "w_plus_var": _w_plus_var,
+    "mahalanobis": Mahalanobis.from_generator,
 }
 
 

@@ -10,7 +10,10 @@ Methods (STITCH_METHODS):
     fice       blend * generated + (1 - blend) * photo (FICE: blend = 1 - head probability)
     hard       generated where blend >= threshold (default 0.5), photo elsewhere
     feather    the mask eroded by `radius` px, Gaussian-blurred over `radius` px and cut to blend > 0,
-               then used as in 'fice': a soft seam that never reaches outside the blend region
+               then used as in 'fice': a soft seam that never reaches outside the blend region. The
+               erosion is exact in O(log radius) passes and long Gaussians (radius >= 16) run by FFT
+               (equal to direct convolution within ~1e-6), so a 4000x4000 photo's feather (radius 62)
+               costs seconds, not minutes
     laplacian  multi-band blending: Laplacian pyramids of both images mixed with the Gaussian pyramid
                of the mask (`levels` bands, default by size), then forced to the photo where blend == 0
 """
@@ -36,8 +39,47 @@ _MIN_PYRAMID_SIDE = 8  # the default pyramid stops before the coarsest level's s
 # Filters.
 
 
+_FFT_MIN_TAPS = 33  # kernels this long (feather radius >= 16, photos from about 1000 px) filter by FFT
+
+
+def _fft_length(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n: a transform length FFT libraries handle fast (a prime length is slow)."""
+    best = 1 << max(0, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            p235 = p35
+            while p235 < n:
+                p235 *= 2
+            best = min(best, p235)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def _fft_filter_along(x: torch.Tensor, taps: torch.Tensor, dim: int) -> torch.Tensor:
+    """Filter along `dim` (-1 or -2) with replicated borders, as one FFT product per line: the cost grows with
+    log(kernel length), not with the length. Matches the direct convolution to float rounding (~1e-7)."""
+    dtype = x.dtype
+    if dtype not in (torch.float32, torch.float64):  # half precision FFTs need power-of-two lengths
+        x, taps = x.float(), taps.float()
+    pad = taps.numel() // 2
+    n = x.shape[dim]
+    lines = x.movedim(dim, -1)
+    shape = lines.shape
+    padded = F.pad(lines.reshape(-1, 1, n), (pad, pad), mode="replicate").reshape(*shape[:-1], n + 2 * pad)
+    length = _fft_length(n + 2 * pad + taps.numel() - 1)
+    kernel = torch.fft.rfft(taps.flip(0), length)  # flipped: conv2d correlates; the Gaussian is symmetric anyway
+    full = torch.fft.irfft(torch.fft.rfft(padded, length) * kernel, length)
+    return full[..., 2 * pad : 2 * pad + n].movedim(-1, dim).to(dtype)
+
+
 def _separable_filter(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """Filter [N,C,H,W] with the 1-D kernel `taps` along H and W (replicated borders), per channel."""
+    """Filter [N,C,H,W] with the 1-D kernel `taps` along H and W (replicated borders), per channel; long
+    kernels (_FFT_MIN_TAPS) by FFT, short ones by direct convolution."""
+    if taps.numel() >= _FFT_MIN_TAPS:
+        return _fft_filter_along(_fft_filter_along(x, taps, -1), taps, -2).contiguous()
     c = x.shape[1]
     pad = taps.numel() // 2
     horizontal = taps.view(1, 1, 1, -1).expand(c, 1, 1, -1)

@@ -6,7 +6,16 @@ ninja; `python -m stylegan2_ops build` compiles them ahead of time.
 
 from ._dispatch import default_impl
 from .bias_act import activation_funcs, bias_act, bias_act_ref
-from .upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upfirdn2d_ref, upsample2d
+from .upfirdn2d import (
+    downsample2d,
+    filter2d,
+    filter_size,
+    parse_padding,
+    setup_filter,
+    upfirdn2d,
+    upfirdn2d_ref,
+    upsample2d,
+)
 
 __all__ = [
     "activation_funcs",
@@ -15,6 +24,8 @@ __all__ = [
     "default_impl",
     "downsample2d",
     "filter2d",
+    "filter_size",
+    "parse_padding",
     "setup_filter",
     "upfirdn2d",
     "upfirdn2d_ref",

@@ -27,7 +27,7 @@ def _parse_scaling(scaling: Scaling) -> tuple[int, int]:
     return sx, sy
 
 
-def _parse_padding(padding: Padding) -> tuple[int, int, int, int]:
+def parse_padding(padding: Padding) -> tuple[int, int, int, int]:
     """(x0, x1, y0, y1) from an int, a pair [px, py], or a quadruple [x0, x1, y0, y1]."""
     if isinstance(padding, int):
         padding = [padding, padding]
@@ -41,7 +41,7 @@ def _parse_padding(padding: Padding) -> tuple[int, int, int, int]:
     return x0, x1, y0, y1
 
 
-def _get_filter_size(f: torch.Tensor | None) -> tuple[int, int]:
+def filter_size(f: torch.Tensor | None) -> tuple[int, int]:
     """(width, height) of a 1-D or 2-D filter; (1, 1) for None."""
     if f is None:
         return 1, 1
@@ -108,7 +108,7 @@ def upfirdn2d_ref(
     _check_args(x, f)
     upx, upy = _parse_scaling(up)
     downx, downy = _parse_scaling(down)
-    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    padx0, padx1, pady0, pady1 = parse_padding(padding)
     n, c, h, w = x.shape
 
     # Upsample by inserting zeros after every input pixel.
@@ -168,7 +168,7 @@ def upfirdn2d(
         if f is None:
             f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
         _check_args(x, f)
-        return upfirdn2d_cuda(x, f, _parse_scaling(up), _parse_scaling(down), _parse_padding(padding), flip_filter, gain)
+        return upfirdn2d_cuda(x, f, _parse_scaling(up), _parse_scaling(down), parse_padding(padding), flip_filter, gain)
     return upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
 
 
@@ -176,8 +176,8 @@ def filter2d(
     x: torch.Tensor, f: torch.Tensor, padding: Padding = 0, flip_filter: bool = False, gain: float = 1, impl: str = "auto"
 ) -> torch.Tensor:
     """Filter a batch of images, keeping their size (padding is extra, relative to that)."""
-    padx0, padx1, pady0, pady1 = _parse_padding(padding)
-    fw, fh = _get_filter_size(f)
+    padx0, padx1, pady0, pady1 = parse_padding(padding)
+    fw, fh = filter_size(f)
     p = [padx0 + fw // 2, padx1 + (fw - 1) // 2, pady0 + fh // 2, pady1 + (fh - 1) // 2]
     return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
 
@@ -193,8 +193,8 @@ def upsample2d(
 ) -> torch.Tensor:
     """Upsample a batch of images by `up` with FIR filter `f`, keeping the signal gain."""
     upx, upy = _parse_scaling(up)
-    padx0, padx1, pady0, pady1 = _parse_padding(padding)
-    fw, fh = _get_filter_size(f)
+    padx0, padx1, pady0, pady1 = parse_padding(padding)
+    fw, fh = filter_size(f)
     p = [
         padx0 + (fw + upx - 1) // 2,
         padx1 + (fw - upx) // 2,
@@ -215,8 +215,8 @@ def downsample2d(
 ) -> torch.Tensor:
     """Downsample a batch of images by `down` after low-pass filtering with `f`."""
     downx, downy = _parse_scaling(down)
-    padx0, padx1, pady0, pady1 = _parse_padding(padding)
-    fw, fh = _get_filter_size(f)
+    padx0, padx1, pady0, pady1 = parse_padding(padding)
+    fw, fh = filter_size(f)
     p = [
         padx0 + (fw - downx + 1) // 2,
         padx1 + (fw - downx) // 2,

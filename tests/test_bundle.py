@@ -21,7 +21,6 @@ import ficekit.bundle as bundle_module
 from ficekit.bundle import (
     BUNDLE_FILE,
     FORMATS,
-    PARSER_ARCHITECTURES,
     REQUIRED_ROLES,
     Bundle,
     BundleError,
@@ -29,7 +28,6 @@ from ficekit.bundle import (
     ChecksumError,
     EditDefaults,
     ModelSpec,
-    build_parser_network,
     load_bundle,
     load_model,
     sha256_file,
@@ -40,6 +38,7 @@ from ficekit.encoder import Encoder4Editing
 from ficekit.generator import Generator
 from ficekit.perception.clip import ClipGuide
 from ficekit.perception.densepose import DensePoseChartModel
+from ficekit.perception.parser_networks import PARSER_ARCHITECTURES, build_parser_network
 from ficekit.perception.segmenter import FiceSegmenter, ParserSegmenterView, SegmentationParser, parser_view_groups
 from ficekit.perception.small_unet import SmallUNet
 from ficekit.random_bundle import RANDOM_PARSER_LABELS, write_random_bundle
@@ -370,7 +369,7 @@ def test_write_bundle_validates_and_refuses_to_overwrite(tiny_bundle: Bundle, tm
         write_bundle(folder, bad)
     assert not (folder / BUNDLE_FILE).exists()  # nothing written for an invalid record
 
-    defaults = EditDefaults(iterations=20, weights={"clip": 2.0}, stitch="feather", resolution=32)
+    defaults = EditDefaults(iterations=20, weights={"clip": 2.0}, stitch="feather", followup_iterations=7)
     b = write_bundle(folder, tiny_bundle.models, defaults, {"note": "copy"}, name="mine")
     assert (b.name, b.defaults, b.provenance, b.example_images) == ("mine", defaults, {"note": "copy"}, [])
     assert load_bundle(folder) == b
@@ -396,6 +395,18 @@ def test_edit_defaults_from_dict() -> None:
     for bad in (-1, 2.5, True):
         with pytest.raises(ValueError, match="defaults.clip_augment"):
             EditDefaults(clip_augment=bad)
+
+
+def test_edit_defaults_follow_edit_settings_rules() -> None:
+    """One set of rules: the bundle's defaults are refused exactly when the same EditSettings would be."""
+    assert EditDefaults.from_dict({"resolution": None}) == EditDefaults()  # older bundles wrote null
+    with pytest.raises(ValueError, match="defaults.resolution"):
+        EditDefaults.from_dict({"resolution": 100000})  # was accepted and ignored
+    for bad in ({"lr": float("inf")}, {"iterations": 10**9}, {"inversion": "gan"}, {"mask": "magic"},
+                {"followup_iterations": 0}, {"clip_augment": 100000}):
+        with pytest.raises(ValueError, match="defaults."):
+            EditDefaults(**bad)
+    assert EditDefaults(inversion="pti", inversion_steps=50).inversion_steps == 50
 
 
 def test_parser_architectures() -> None:

@@ -195,6 +195,9 @@ def test_cli_writes_the_fice_bundle(served, tmp_path: Path, monkeypatch: pytest.
     )  # fmt: skip
     assert bundle.defaults.weights == {"clip": 1.0, "img": 30.0, "shape": 10.0, "head_shape": 1.0, "w_delta": 1.0}
     assert bundle.load("generator").img_resolution == 32  # the architecture came with the file
+    from ficekit.domain import fice_domain_record
+
+    assert bundle.domain == fice_domain_record()  # VITON-style photos: DensePose must find one person
     with pytest.raises(CheckpointError):  # tiny DensePose weights do not fit FICE's R_50_FPN_s1x record
         bundle.load("densepose")
 
@@ -329,3 +332,13 @@ def test_extract_safe_archives(tmp_path: Path) -> None:
     (tmp_path / "junk.bin").write_bytes(b"neither zip nor tar")
     with pytest.raises(DownloadError, match="neither a zip nor"):
         extract_archive(tmp_path / "junk.bin", tmp_path / "j")
+
+
+def test_dest_that_is_a_file_exits_2_naming_the_option(tmp_path: Path, capsys) -> None:
+    existing = tmp_path / "notes.txt"
+    existing.write_text("keep me")
+    for dest, problem in ((existing, "is a file, not a folder"), (existing / "fice", f"{existing} is a file")):
+        assert main(["fice", "--dest", str(dest), "--url", "http://127.0.0.1:9/x.tar", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --dest {dest}: {problem}") and err.count("\n") == 1
+    assert existing.read_text() == "keep me"

@@ -294,8 +294,8 @@ def test_pose_distance() -> None:
 
 
 def test_densepose_maps() -> None:
-    from ficekit.masking import densepose_part_maps
     from ficekit.perception.densepose import DensePoseChartModel
+    from ficekit.perception.densepose_parts import densepose_part_maps
 
     torch.manual_seed(0)
     model = DensePoseChartModel(TINY_DENSEPOSE).eval()

@@ -9,9 +9,11 @@ from __future__ import annotations
 import csv
 import math
 import os
+import struct
 import subprocess
 import sys
 import textwrap
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,8 @@ except ImportError:  # before the random bundle writer moved out of ficekit.bund
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = ["red striped shirt", "blue dress"]
-COLUMNS = ["image", "text", "method", "seconds", "psnr_outside_mask", "ssim_outside_mask", "clip_score", "pose_part_iou"]
+COLUMNS = ["image", "text", "method", "seconds", "psnr_outside_mask", "ssim_outside_mask", "clip_score", "pose_part_iou",
+           "domain_score"]
 
 FAKE_MODULE = '''
 import torch
@@ -48,6 +51,22 @@ class GreyInpaint:
 
 def inpaint(ctx):
     return GreyInpaint()
+
+
+class InterruptedSecondEdit(GreyInpaint):
+    """Ctrl-C arrives during the second edit (a KeyboardInterrupt, as Python raises for SIGINT)."""
+
+    edits = 0
+
+    def __call__(self, image, text, seed):
+        InterruptedSecondEdit.edits += 1
+        if InterruptedSecondEdit.edits == 2:
+            raise KeyboardInterrupt
+        return super().__call__(image, text, seed)
+
+
+def interrupted(ctx):
+    return InterruptedSecondEdit()
 '''
 
 
@@ -254,6 +273,9 @@ def test_changed_settings_are_refused(first_run: tuple[Path, Counter], env: dict
         ("bad_image", "cannot read image"),
         ("no_baseline", 'pip install "ficekit[diffusion]"'),
         ("name_clash", "would share the output name 'a'"),
+        ("bomb_image", "claims 10000 megapixels in its header; ficekit edits photos of at most 40 megapixels"),
+        ("not_a_factory", "method 'os:system' names a builtin_function_or_method, not a method factory"),
+        ("caption_csv", "--texts: CSV header has image,caption; expected columns image,text"),
     ],
 )
 def test_errors_exit_2_with_one_line(
@@ -267,14 +289,23 @@ def test_errors_exit_2_with_one_line(
         texts.write_text("\n  \n")
     elif case == "unknown_method":
         methods = "fice,nope"
-    elif case in ("bad_image", "name_clash"):
+    elif case in ("bad_image", "name_clash", "bomb_image"):
         images = tmp_path / "imgs"
         images.mkdir()
         (images / "a.png").write_bytes((env["images"] / "a.png").read_bytes())
         if case == "bad_image":
             (images / "b.png").write_text("not a png")
+        elif case == "bomb_image":  # a 57-byte PNG whose header claims 100000 x 100000 pixels
+            ihdr = b"IHDR" + struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+            chunk = struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+            (images / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk + b"\x00\x00\x00\x00IEND\xaeB`\x82")
         else:
             (images / "a.jpg").write_bytes((env["images"] / "a.png").read_bytes())
+    elif case == "not_a_factory":
+        methods = "os:system"
+    elif case == "caption_csv":
+        texts = tmp_path / "pairs.csv"
+        texts.write_text("image,caption\na.png,red shirt\n")
     elif case == "no_baseline":
         methods = "inpaint"
         monkeypatch.setitem(sys.modules, "ficekit.baselines.inpaint", None)  # import fails as if not installed
@@ -341,3 +372,36 @@ def test_lpips_and_fid_when_weights_are_given(env: dict[str, Path], tmp_path: Pa
     fid_row = next(line for line in summary.splitlines() if line.startswith("| FID"))
     assert "(n=4)" in fid_row and float(fid_row.split("|")[2].split()[0]) >= 0
     assert any(line.startswith("| KID") for line in summary.splitlines())
+
+
+def test_ctrl_c_keeps_the_finished_rows_and_exits_130(env: dict[str, Path], tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(env["root"]))
+    out = tmp_path / "out"
+    args = ["--images", str(env["images"]), "--texts", str(env["texts"]), "--methods", "fake_methods:interrupted",
+            "--bundle", str(env["bundle"]), "--device", "cpu", "--judge-clip", "none", "--out", str(out), "--quiet"]
+    try:
+        code = main(args)
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped ficekit.eval.run.main")  # (and would end the whole test session)
+    assert code == 130
+    err = capsys.readouterr().err
+    assert err == f"ficekit.eval.run: interrupted; 1 rows kept in {out / 'metrics.csv'} (the same command resumes)\n"
+    rows = _rows(out / "metrics.csv")
+    assert [(r["image"], r["text"], r["method"]) for r in rows] == [("a.png", "blue dress", "interrupted")]
+    assert sorted(p.name for p in (out / "results" / "interrupted").iterdir()) == ["a__blue-dress.png"]
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]  # no half-written file
+
+
+def test_texts_csv_is_recognised_by_its_header(env: dict[str, Path], tmp_path: Path) -> None:
+    from ficekit.eval.jobs import EvalError
+
+    instructions = tmp_path / "texts.txt"
+    instructions.write_text("red, with long sleeves\n")  # a comma, but no image/text column: an instruction
+    assert {j.text for j in read_jobs(env["images"], instructions)} == {"red, with long sleeves"}
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("\nImage , TEXT\nb.png,blue dress\n")  # a header in any case, after a blank line
+    assert read_jobs(env["images"], pairs) == [Job("b.png", "blue dress")]
+    for name, header in (("p.txt", "image,caption"), ("q.csv", "photo,prompt")):
+        (tmp_path / name).write_text(f"{header}\na.png,red\n")
+        with pytest.raises(EvalError, match=f"CSV header has {header}; expected columns image,text"):
+            read_jobs(env["images"], tmp_path / name)

@@ -40,6 +40,7 @@ def test_fice_and_inpaint_on_the_demo_bundle_with_resume(tmp_path, monkeypatch):
         assert float(row["seconds"]) > 0
         assert 0 <= float(row["clip_score"]) <= 100
         assert 0 <= float(row["pose_part_iou"]) <= 1
+        assert 0 <= float(row["domain_score"]) <= load_bundle("demo").domain.high  # in-domain renders, recorded
     table = summary.read_text()
     assert "| metric | fice | inpaint |" in table and "PSNR outside mask (dB)" in table
     assert len(list((out / "grids").glob("*.png"))) == len(TEXTS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from ficekit.bundle import load_bundle
 from ficekit.eval import synthetic
-from ficekit.eval.judges import PatternJudge, colour_matches, garment_crop, palette_votes
+from ficekit.eval.judges import PatternJudge, PatternNet, colour_matches, garment_crop, judge_sleeve, palette_votes
 from ficekit.instruction import parse_instruction
 from ficekit.random_bundle import write_random_bundle
 from ficekit.synthetic.world import PALETTE
@@ -131,17 +132,22 @@ def test_benchmark_cli_writes_table_json_and_grid(which, tmp_path, monkeypatch, 
     monkeypatch.setenv("FICEKIT_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "report.json"
     grid = tmp_path / "grid.png"
-    argv = ["--n", "2", "--iterations", "1", "--bundle", str(bundle.root), "--device", "cpu",
+    argv = ["--n", "2", "--iterations", "1", "--bundle", str(bundle.root), "--device", "cpu", "--sleeve-cases", "1",
             "--configs", "fice,auto+feather,auto+feather+pn", "--json", str(out), "--grid", str(grid), "--quiet"]
     assert synthetic.main(argv) == 0
     table = capsys.readouterr().out
     assert "| fice |" in table and "| auto+feather+pn |" in table and "| ideal |" in table
+    assert "sleeve success [95 % CI]" in table and "100 % [100, 100]" in table  # the ideal's colour success
     report = json.loads(out.read_text())
-    assert report["n"] == 2 and report["iterations"] == 1
+    assert report["n"] == 2 and report["sleeve_cases"] == 1 and report["iterations"] == 1
     assert set(report["configs"]) == {"ideal", "fice", "auto+feather", "auto+feather+pn"}
+    assert [c["kind"] for c in report["cases"]] == ["colour", "pattern", "sleeve"]
     for name, row in report["configs"].items():
-        for key in ("colour_success", "pattern_success"):
+        for key in ("colour_success", "pattern_success", "sleeve_success"):
             assert 0.0 <= row[key] <= 1.0
+            low, high = row[f"{key}_ci95"]
+            assert 0.0 <= low <= row[key] <= high <= 1.0
+        assert (row["colour_success_n"], row["sleeve_success_n"]) == (3, 1)
         assert 0 < row["psnr_outside_mask_db"] <= synthetic.PSNR_CAP_DB
         assert 0 < row["head_psnr_db"] <= synthetic.PSNR_CAP_DB
         assert 0.0 <= row["pose_part_iou"] <= 1.0
@@ -149,10 +155,95 @@ def test_benchmark_cli_writes_table_json_and_grid(which, tmp_path, monkeypatch, 
             assert row["seconds_per_edit"] > 0
     ideal = report["configs"]["ideal"]
     assert ideal["colour_success"] == 1.0 and ideal["psnr_outside_mask_db"] > 60  # only anti-aliasing differs
-    assert len(report["cases"]) == 2 and grid.stat().st_size > 0
+    assert len(report["cases"]) == 3 and grid.stat().st_size > 0
 
 
 def test_benchmark_cli_rejects_bad_options(tmp_path, capsys):
     assert synthetic.main(["--n", "0"]) == 2
     assert synthetic.main(["--configs", "magic", "--bundle", str(tmp_path / "none")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_bootstrap_interval_on_known_samples():
+    assert synthetic.bootstrap_ci([1.0] * 30) == (1.0, 1.0)
+    assert synthetic.bootstrap_ci([0.0] * 5) == (0.0, 0.0)
+    half = [1.0, 0.0] * 50  # n = 100, p = 0.5: normal-approximation half-width 1.96 * sqrt(0.25 / 100) = 0.098
+    low, high = synthetic.bootstrap_ci(half, seed=3)
+    assert low < 0.5 < high
+    assert high - low == pytest.approx(2 * 0.098, abs=0.02)
+    assert (low, high) == synthetic.bootstrap_ci(half, seed=3)  # seeded
+    assert synthetic.bootstrap_ci([1.0, float("nan"), 1.0]) == (1.0, 1.0)  # NaN = not applicable, left out
+    with pytest.raises(ValueError, match="no finite"):
+        synthetic.bootstrap_ci([float("nan")])
+
+
+def test_sleeve_cases_follow_the_others_and_change_only_the_sleeve():
+    plain = synthetic.make_cases(4, SIZE, seed=3)
+    both = synthetic.make_cases(4, SIZE, seed=3, sleeve_cases=3)
+    assert [(c.seed, c.text) for c in both[:4]] == [(c.seed, c.text) for c in plain]  # the first n are unchanged
+    for c in both[4:]:
+        before = c.photo.attributes.garments()[c.slot]
+        assert c.kind == "sleeve" and c.target.sleeve != before.sleeve
+        assert (c.target.colour, c.target.pattern) == (before.colour, before.pattern)
+        assert parse_instruction(c.text).attributes.sleeve == c.target.sleeve, c.text
+        assert judge_sleeve(c.photo.to_tensor(), c.photo, c.slot) != c.target.sleeve
+        changed = np.any(c.photo.image != c.ideal.image, axis=-1)
+        assert not (changed & ~synthetic._grown(c.edit_region()).numpy()).any()
+
+
+def test_training_the_pattern_judge_is_announced_with_time_and_cache_path(tmp_path, monkeypatch, caplog):
+    trained = []
+
+    def fake_train(cls, size, progress=True, world="v1"):
+        trained.append(size)
+        return PatternJudge(PatternNet(), size, 0.5, world)
+
+    monkeypatch.setattr(PatternJudge, "train", classmethod(fake_train))
+    with caplog.at_level(logging.WARNING, logger="ficekit.eval.synthetic"):
+        synthetic.pattern_judge(SIZE, tmp_path, progress=False)
+    path = PatternJudge.cache_path(SIZE, tmp_path)
+    assert trained == [SIZE] and path.exists()
+    message = caplog.text
+    assert "training the pattern judge" in message and synthetic.JUDGE_TRAINING_TIME in message and str(path) in message
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ficekit.eval.synthetic"):
+        synthetic.pattern_judge(SIZE, tmp_path, progress=False)  # cached now: read back, nothing said
+    assert trained == [SIZE] and "training" not in caplog.text
+
+
+def test_inversion_rows_are_skipped_with_a_note_when_ficekit_inversion_is_missing(monkeypatch):
+    import builtins
+
+    class Pipe:
+        segmenter = object()
+
+    assert synthetic._cannot_run(dict(synthetic.CONFIGS["auto+feather+pti"]), Pipe()) is None
+    real_import = builtins.__import__
+
+    def no_inversion(name, *args, **kwargs):
+        if name == "ficekit.inversion":
+            raise ImportError("No module named 'ficekit.inversion'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_inversion)
+    for name in ("auto+feather+optimize", "auto+feather+pti"):
+        reason = synthetic._cannot_run(dict(synthetic.CONFIGS[name]), Pipe())
+        assert reason is not None and "ficekit.inversion" in reason and "not importable" in reason
+    assert synthetic._cannot_run(dict(synthetic.CONFIGS["auto+feather"]), Pipe()) is None
+
+
+def test_inversion_configurations_run_on_the_same_cases(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    bundle = write_random_bundle(tmp_path / "tiny", "tiny", seed=0)
+    size = int(bundle.load("generator", "cpu").img_resolution)
+    judge = PatternJudge.train(size, n_train=100, n_val=20, steps=5, progress=False)
+    monkeypatch.setattr(synthetic, "pattern_judge", lambda *args, **kwargs: judge)
+    report = synthetic.run_benchmark(
+        str(bundle.root), n=1, iterations=1, configs=["auto+feather", "auto+feather+optimize", "auto+feather+pti"],
+        device="cpu", progress=False, inversion_steps=1,
+    )
+    assert report["inversion_steps"] == 1 and report["skipped"] == {}
+    assert report["configs"]["auto+feather+pti"]["settings"]["inversion"] == "pti"
+    scores = report["cases"][0]["scores"]
+    assert set(scores) == {"ideal", "auto+feather", "auto+feather+optimize", "auto+feather+pti"}
+    assert all(scores[name]["seconds_per_edit"] > 0 for name in scores if name != "ideal")

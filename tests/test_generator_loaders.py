@@ -287,3 +287,53 @@ def test_random_corrupt_bytes_always_give_checkpoint_errors(tmp_path, suffix, he
             warnings.simplefilter("ignore")
             with pytest.raises(CheckpointError):
                 load_generator(path, format="fice" if suffix == ".pt" else "nvlabs")
+
+
+# ----------------------------------------------------------------------------- recorded sizes, messages
+
+
+def test_recorded_sizes_are_checked_against_the_tensors_before_allocating(fice_file, tmp_path):
+    """G_kwargs asking for w_dim 300000 would allocate ~360 GB; the shapes are compared on meta tensors first."""
+    ckpt = torch.load(fice_file, weights_only=True)
+    ckpt["G_kwargs"]["w_dim"] = 300_000
+    torch.save(ckpt, tmp_path / "huge.pt")
+    with pytest.raises(CheckpointError, match=r"huge\.pt: entry '[\w.]+' has shape \[[\d, ]*\], the model expects "
+                                              r"\[[\d, ]*300000"):  # fmt: skip
+        load_generator(tmp_path / "huge.pt")
+
+
+def test_nvlabs_pickle_with_sizes_its_tensors_do_not_have(monkeypatch):
+    from ficekit.generator import nvlabs_pickle
+
+    path = require_fixture("stylegan2_tiny.pkl")
+    data = nvlabs_pickle.read_network_pickle(path)
+    data["G_ema"].state["_init_kwargs"]["w_dim"] = 300_000
+    monkeypatch.setattr(nvlabs_pickle, "read_network_pickle", lambda p: data)
+    with pytest.raises(CheckpointError, match=r"NVlabs network pickle: .*stylegan2_tiny\.pkl: entry .*300000"):
+        load_generator(path)
+
+
+def test_discriminator_errors_name_the_discriminator(fice_file, tmp_path):
+    from ficekit.generator import load_discriminator
+
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(CheckpointError, match=r"^discriminator checkpoint: .*notes.txt is neither"):
+        load_discriminator(tmp_path / "notes.txt")
+    with pytest.raises(CheckpointError, match=r"^FICE discriminator checkpoint: .* lacks key\(s\) \['D', 'D_kwargs'\]"):
+        load_discriminator(fice_file)  # saved without D
+    torch.save({"D": _Exploit(), "D_kwargs": {}}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="^discriminator checkpoint: .*evil.pt is not a plain torch checkpoint"):
+        load_discriminator(tmp_path / "evil.pt")
+
+
+def test_weights_only_refusals_are_in_ficekit_words(tmp_path):
+    """torch's message carries ANSI colour codes and advice to retry with weights_only=False (which would run
+    the file's code); ficekit's names the file and the refused global, on one line, without either."""
+    torch.save({"G": argparse.ArgumentParser, "G_kwargs": {}}, tmp_path / "odd.pt")
+    torch.save({"G": _Exploit(), "G_kwargs": {}}, tmp_path / "evil.pt")
+    for name, refused in (("odd.pt", "argparse.ArgumentParser"), ("evil.pt", ".open")):
+        with pytest.raises(CheckpointError) as caught:
+            load_generator(tmp_path / name)
+        message = str(caught.value).replace(str(tmp_path), "TMP")  # the test's folder name says weights_only
+        assert f"TMP/{name}" in message and refused in message and "\n" not in message
+        assert "\x1b" not in message and "weights_only" not in message and "trust" not in message

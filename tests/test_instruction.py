@@ -18,10 +18,13 @@ from ficekit.instruction import (
     PATTERNS,
     SLEEVE_WORDS,
     SLEEVES,
+    STOP_WORDS,
+    Term,
     category_scores,
     classify_category,
     normalize_text,
     parse_instruction,
+    scan_instruction,
 )
 
 # text -> (category, garment, sleeve, length, colors, patterns, materials)
@@ -119,6 +122,80 @@ def test_unknown_category_lists_the_categories() -> None:
 def test_normalize_text() -> None:
     assert normalize_text("  Crêpe-de-Chine T-SHIRT!! ") == "crepe de chine t shirt"
     assert normalize_text("3/4 sleeve") == "3 4 sleeve"
+
+
+# -- words the parser did not use ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "ignored"),
+    [
+        ("ein rotes T-Shirt mit Streifen", ["ein", "rotes", "mit", "streifen"]),
+        ("make it a red shirt with white stripes, please", []),
+        ("wide leg trousers", ["wide", "leg"]),
+        ("sleeveless puffer vest, puffer style", ["puffer"]),  # once each, stop words ('style') never
+        ("change the colour to green", ["change"]),
+        ("shirt without stripes", ["without"]),  # the one-text parser does not read negation: say so
+        ("long sleeve silk crepe de chine shirt featuring graphic pattern printed in tones of blue",
+         ["featuring", "tones"]),
+        ("Short-Sleeved T-Shirts in LIGHT BLUE", []),
+    ],
+)
+def test_ignored_words(text: str, ignored: list[str]) -> None:
+    assert parse_instruction(text).ignored_words == ignored
+
+
+def test_every_case_reports_only_words_outside_the_vocabulary() -> None:
+    for text, _ in CASES:
+        got = parse_instruction(text)
+        assert not set(got.ignored_words) & STOP_WORDS, text
+        assert set(got.ignored_words) <= set(normalize_text(text).split()), text
+    assert parse_instruction("make it look nicer").ignored_words == ["nicer"]
+
+
+# -- which colours are the pattern's ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "colors", "pattern_colors"),
+    [
+        ("red t-shirt with white stripes", ["red", "white"], ["white"]),
+        ("add white stripes", ["white"], ["white"]),
+        ("red and white striped shirt", ["red", "white"], ["white"]),  # red shirt, white stripes
+        ("red striped shirt", ["red"], []),
+        ("red polka dot dress", ["red"], []),  # adjective: the dress is red
+        ("dress with red polka dot", ["red"], ["red"]),
+        ("dress with navy blue and white stripes", ["navy blue", "white"], ["navy blue", "white"]),
+        ("dress with stripes in navy blue and white", ["navy blue", "white"], ["navy blue", "white"]),
+        ("make the stripes blue", ["blue"], ["blue"]),
+        ("white t-shirt with stripes", ["white"], []),
+        ("shirt with a white graphic print", ["white"], ["white"]),
+        ("a plain white tee", ["white"], []),
+        ("striped cotton shirt in red", ["red"], []),
+    ],
+)
+def test_pattern_colors(text: str, colors: list[str], pattern_colors: list[str]) -> None:
+    a = parse_instruction(text).attributes
+    assert (a.colors, a.pattern_colors) == (colors, pattern_colors)
+
+
+def test_scan_gives_each_term_its_words() -> None:
+    scan = scan_instruction("Long-sleeved light blue T-shirt with white stripes")
+    assert scan.words == ("long", "sleeved", "light", "blue", "t", "shirt", "with", "white", "stripes")
+    assert scan.terms == (
+        Term("sleeve", "long", 0, 1, "long sleeved"),
+        Term("color", "light blue", 2, 3, "light blue"),
+        Term("garment", "t-shirt", 4, 5, "t shirt"),
+        Term("color", "white", 7, 7, "white"),
+        Term("pattern", "striped", 8, 8, "stripes"),
+    )
+    assert scan.pattern_colors == (scan.terms[3],)
+    assert scan.covered() == {0, 1, 2, 3, 4, 5, 7, 8}
+
+
+def test_reversed_sleeve_phrases_are_sleeves_not_lengths() -> None:
+    got = parse_instruction("make the sleeves long")
+    assert (got.attributes.sleeve, got.attributes.length) == ("long", None)
 
 
 # -- the vocabulary as data --------------------------------------------------------------------

@@ -352,9 +352,12 @@ def test_objective_weights_skipping_and_timing() -> None:
     assert value.raw["img"].item() == 1 and value.terms["img"].item() == 3
     assert value.terms["w_delta"].item() == 1 and value.total.item() == 4
 
+    assert {k: v.item() for k, v in objective.raw_terms(generated, ws, targets).items()} == {"img": 1, "w_delta": 1}
+
     timed = Objective({"img": ImageTerm(), "reg": WDelta()}, {"img": 1}, timing=True)
     value = timed(generated, ws, targets)
     assert set(value.seconds) == {"img", "reg"} and all(s >= 0 for s in value.seconds.values())
+    assert value.total.item() == 2 and value.raw["reg"].item() == 1, "timing changes nothing but the clock"
     with pytest.raises(ValueError, match=r"unknown term\(s\) \['imgg'\]; known terms: \['img', 'w_delta'\]"):
         Objective([ImageTerm(), WDelta()], {"imgg": 1})
     with pytest.raises(ValueError, match="nothing to optimise"):

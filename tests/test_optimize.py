@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from ficekit.generator import Generator, synthesize_01
 from ficekit.objective import EditTargets, ImageTerm, Objective
-from ficekit.optimize import OptimizeConfig, SnapshotCallback, learning_rate, optimize_latents
+from ficekit.optimize import NonFiniteLossError, OptimizeConfig, SnapshotCallback, learning_rate, optimize_latents
 
 
 def tiny_generator() -> Generator:
@@ -230,3 +230,46 @@ def test_cuda_matches_cpu(G: Generator) -> None:
     assert cuda.ws.device.type == "cuda" and set(cuda.term_seconds) == {"img", "generator", "backward"}
     torch.testing.assert_close(cuda.ws.cpu(), cpu.ws, rtol=1e-3, atol=1e-4)
     torch.testing.assert_close(cuda.generated.cpu(), cpu.generated, rtol=1e-3, atol=1e-3)
+
+
+class NanAtStep(nn.Module):
+    """A term that is finite until its `bad_call`-th evaluation, then NaN."""
+
+    name = "fragile"
+
+    def __init__(self, bad_call: int) -> None:
+        super().__init__()
+        self.bad_call = bad_call
+        self.calls = 0
+
+    def forward(self, generated: torch.Tensor, ws: torch.Tensor, targets: EditTargets) -> torch.Tensor:
+        self.calls += 1
+        value = (generated**2).mean((1, 2, 3)).sum()
+        return value * float("nan") if self.calls > self.bad_call else value
+
+
+class SqrtAtZero(nn.Module):
+    """sqrt(|ws − ws|): the value is 0, its gradient NaN (0 · ∞)."""
+
+    name = "kink"
+
+    def forward(self, generated: torch.Tensor, ws: torch.Tensor, targets: EditTargets) -> torch.Tensor:
+        return (ws - ws.detach()).abs().sqrt().sum()
+
+
+def test_non_finite_loss_stops_with_the_step_and_term(G: Generator) -> None:
+    _, targets = reconstruction(G)
+    objective = Objective([ImageTerm(), NanAtStep(bad_call=2)])
+    recorder = Recorder()
+    with pytest.raises(NonFiniteLossError, match="step 2: loss term 'fragile' = nan is not finite") as caught:
+        optimize_latents(G, objective, targets, OptimizeConfig(iterations=5), callbacks=[recorder], progress=False)
+    assert (caught.value.step, caught.value.term) == (2, "fragile") and isinstance(caught.value, ValueError)
+    assert [c[0] for c in recorder.calls] == [0, 1], "callbacks never see the non-finite step"
+
+
+def test_non_finite_gradient_stops_the_loop(G: Generator) -> None:
+    _, targets = reconstruction(G)
+    objective = Objective([ImageTerm(), SqrtAtZero()])
+    with pytest.raises(NonFiniteLossError, match="step 0: the gradient") as caught:
+        optimize_latents(G, objective, targets, OptimizeConfig(iterations=3), progress=False)
+    assert caught.value.term == "gradient"

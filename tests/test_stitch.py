@@ -185,3 +185,62 @@ def test_bad_input_raises_value_error() -> None:
         stitch(photo, generated, blend, method="fice", radius=3)
     with pytest.raises(ValueError, match="levels"):
         stitch(photo, generated, blend, method="laplacian", levels=0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Large photos: the feather's cost grows with log(radius), its result stays the exact computation's.
+
+
+def _feather_reference(blend: torch.Tensor, radius: int) -> torch.Tensor:
+    """feather_mask as first written: erosion by one (2r+1)^2 max_pool2d, Gaussian by direct convolution."""
+    import torch.nn.functional as F
+
+    eroded = -F.max_pool2d(-blend, 2 * radius + 1, stride=1, padding=radius)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    taps = torch.exp(-0.5 * (offsets / (radius / 2)) ** 2)
+    taps = (taps / taps.sum()).to(blend.dtype)
+    x = F.conv2d(F.pad(eroded, (radius, radius, 0, 0), mode="replicate"), taps.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), taps.view(1, 1, -1, 1))
+    return x.clamp(0, 1) * (blend > 0).to(blend.dtype)
+
+
+@pytest.mark.parametrize("px", [1, 8, 9, 16, 40, 63])
+@pytest.mark.parametrize("shape", [(37, 150), (150, 37), (5, 90)])
+def test_dilate_and_erode_equal_the_full_window_max_at_every_radius(px: int, shape: tuple[int, int]) -> None:
+    import torch.nn.functional as F
+
+    from ficekit.mask_ops import dilate, erode
+
+    g = torch.Generator().manual_seed(px)
+    mask = torch.rand(2, 1, *shape, generator=g)
+    mask = torch.where(mask < 0.4, torch.zeros_like(mask), mask)  # exact zeros, as blend masks have
+    assert torch.equal(dilate(mask, px), F.max_pool2d(mask, 2 * px + 1, stride=1, padding=px))
+    assert torch.equal(erode(mask, px), -F.max_pool2d(-mask, 2 * px + 1, stride=1, padding=px))
+
+
+def test_feather_of_a_large_photo_uses_no_full_size_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 4000x4000 the default radius is 62: one 125x125 max_pool2d per pixel took 298 s. The morphology now
+    runs in O(log r) passes and the long Gaussian by FFT, matching the direct computation to float rounding."""
+    import torch.nn.functional as F
+
+    blend = torch.clamp(_disc(256, 200, 70) * 1.5 - 0.25 * torch.rand(1, 1, 256, 200), 0, 1)
+    radius = 40  # the default radius of a 2560 px photo
+    expected = _feather_reference(blend, radius)
+    windows: list[int] = []
+    real_max_pool = F.max_pool2d
+
+    def recording_max_pool(x, kernel_size, *args, **kwargs):
+        windows.append(kernel_size if isinstance(kernel_size, int) else max(kernel_size))
+        return real_max_pool(x, kernel_size, *args, **kwargs)
+
+    monkeypatch.setattr(F, "max_pool2d", recording_max_pool)
+    weight = feather_mask(blend, radius)
+    assert max(windows, default=0) <= 17  # no (2r+1)^2 window
+    torch.testing.assert_close(weight, expected, atol=2e-6, rtol=0)
+    assert torch.equal(weight[blend == 0], torch.zeros_like(weight[blend == 0]))
+
+
+def test_small_photos_feather_exactly_as_before() -> None:
+    blend = _images(n=1, h=256, w=192, seed=4)[2]
+    assert torch.equal(feather_mask(blend, 4), _feather_reference(blend, 4))  # 256 px: default radius 4
+    assert torch.equal(feather_mask(blend, 15), _feather_reference(blend, 15))  # up to ~1000 px: bit for bit

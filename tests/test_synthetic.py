@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 import subprocess
@@ -355,3 +356,119 @@ def test_budget_progress_and_schedules():
     assert [p for p, _, _ in seen] == [0.0, 0.2, 0.4, 0.6, 0.8]
     assert seen[0][1] == pytest.approx(1.0) and seen[0][2] == pytest.approx(1.0)
     assert all(a[1] > b[1] for a, b in zip(seen, seen[1:], strict=False))  # decays
+
+
+# ---------------------------------------------------------------------------------------------------
+# World versions: v1 unchanged, v2 framed so that tops carry their patterns.
+
+# sha256 over image, parsing, I, U, V and captions of these renders, computed before world versions existed:
+# the shipped demo bundle was trained on v1, so v1 must stay bit-identical.
+V1_HASH_RENDERS = ((0, 1, 2, 3, 7, 1_000_000_000, 1_000_000_005), (64, 128))
+V1_HASH = "badbef8f467fd6c469f2e092cc17930514712dfe3501f5e2596fb60e174547bb"
+
+
+def _top_span(sample) -> int:  # noqa: ANN001 - a Sample
+    """Width in pixels of the garment covering the torso in front (jacket, else dress, else top)."""
+    garments = sample.attributes.garments()
+    slot = next(s for s in ("outerwear", "dress", "upper") if s in garments)
+    columns = np.nonzero(sample.mask(slot).any(axis=0))[0]
+    return int(columns[-1] - columns[0] + 1)
+
+
+def test_v1_renders_are_bit_identical_to_before_world_versions() -> None:
+    digest = hashlib.sha256()
+    for seed in V1_HASH_RENDERS[0]:
+        for size in V1_HASH_RENDERS[1]:
+            s = render(seed, size=size)
+            for array in (s.image, s.parsing, s.densepose.I, s.densepose.U, s.densepose.V):
+                digest.update(np.ascontiguousarray(array).tobytes())
+            digest.update("|".join(s.captions).encode())
+    assert digest.hexdigest() == V1_HASH
+    assert render_attributes(0).world == "v1" and render(0, 16, world="v1").attributes == render_attributes(0)
+
+
+def test_v2_tops_span_half_the_frame_where_v1_tops_are_small() -> None:
+    v2 = [_top_span(render(seed, 64, world="v2", n_captions=1)) for seed in range(40)]
+    v1 = [_top_span(render(seed, 64, n_captions=1)) for seed in range(40)]
+    assert np.median(v2) >= 40 and np.mean(np.array(v2) >= 32) >= 0.8 and min(v2) >= 26
+    assert np.median(v1) < 20
+
+
+def test_v2_is_the_same_person_framed_closer_and_edits_keep_the_world() -> None:
+    v1, v2 = render_attributes(5), render_attributes(5, "v2")
+    assert v2.world == "v2" and (v1.skin, v1.presentation, v1.hair_style, v1.pose) == (v2.skin, v2.presentation, v2.hair_style, v2.pose)
+    assert v2.body_width > v1.body_width
+    edited = v2.with_garment(next(iter(v2.garments())), colour="red")
+    assert edited.world == "v2"
+    np.testing.assert_array_equal(render(5, 64, attributes=v2).image, render(5, 64, world="v2").image)
+    head_v1, head_v2 = render(5, 64).mask("head").sum(), render(5, 64, world="v2").mask("head").sum()
+    assert head_v2 > 4 * head_v1  # about 2.6x the scale: 7x the area
+    assert Attributes.from_dict(json.loads(json.dumps(v2.to_dict()))) == v2
+
+
+def test_world_names_are_checked() -> None:
+    with pytest.raises(ValueError, match="world"):
+        render(0, 32, world="v3")
+    with pytest.raises(ValueError, match="world"):
+        render_attributes(0, "V2")
+    with pytest.raises(ValueError, match="contradicts"):
+        render(0, 32, attributes=render_attributes(0, "v2"), world="v1")
+    with pytest.raises(ValueError, match="world"):
+        render(0, 32, attributes=dataclasses.replace(render_attributes(0), world="v0"))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_v2_labels_match_densepose(seed: int) -> None:
+    s = render(seed, 64, world="v2")
+    I, U, V = s.densepose.I, s.densepose.U, s.densepose.V  # noqa: E741 - the DensePose names
+    assert np.isin(I[s.mask("head")], (2, 23, 24)).all()
+    assert np.isin(I[s.mask("arms")], (2, 15, 16, 19, 20)).all()
+    assert (I[s.mask("background")] == 0).all()
+    assert (I[np.isin(s.parsing, [P["arms"], P["hands"]])] > 0).all()
+    assert np.isin(I[s.mask("upper") | s.mask("dress")], (2, 15, 16, 19, 20)).all()  # tops follow the body
+    assert not U[I == 0].any() and not V[I == 0].any() and 0.0 <= U.min() and V.max() <= 1.0
+    assert set(np.unique(I)) <= {0, *DENSEPOSE_PARTS.values()} and (I == 2).mean() > 0.15  # the torso fills the frame
+
+
+def test_v2_sleeves_cover_the_upper_arms_they_should() -> None:
+    base = dataclasses.replace(render_attributes(3, "v2"), outerwear=None, hair_style="short", dress=None,
+                               lower=Garment("trousers", "navy"))
+    covered = {}
+    for sleeve in ("sleeveless", "short", "long"):
+        s = render(3, 64, attributes=dataclasses.replace(base, upper=Garment("shirt", "blue", sleeve=sleeve)))
+        upper_arm = _arm(s, "upper")
+        assert upper_arm.sum() > 100  # the arms are large enough to read
+        covered[sleeve] = float((s.parsing[upper_arm] == P["upper_garment"]).mean())
+    assert covered["sleeveless"] == 0.0 and 0.3 < covered["short"] < 0.9 and covered["long"] > 0.95
+
+
+def test_contrast_captions_differ_in_the_drawn_attribute_only() -> None:
+    from ficekit.synthetic.captions import CONTRAST_ATTRIBUTES, contrast_captions, visible_top
+
+    rng = np.random.default_rng(0)
+    seen = set()
+    for seed in range(60):
+        at = render_attributes(seed, "v2")
+        positive, negative, attribute = contrast_captions(at, rng)
+        seen.add(attribute)
+        g = visible_top(at)
+        assert positive != negative and GARMENT_WORDS[g.kind][0] in positive and colour_words(g.colour)[0] in positive
+        a, b = positive.split(), negative.split()
+        if len(a) == len(b):  # one word replaced (or an article with it: "a red" / "an orange")
+            differing = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+            assert len(differing) <= 2 and (len(differing) == 1 or differing[1] - differing[0] == 1), (positive, negative)
+        else:  # a one-word phrase replaced by a two-word one ("dotted" / "polka dot")
+            assert attribute == "pattern" and abs(len(a) - len(b)) == 1, (positive, negative)
+    assert seen == set(CONTRAST_ATTRIBUTES)
+
+
+def test_v2_captions_name_only_what_the_upper_body_frame_shows() -> None:
+    lower_words = {w for kind in ("trousers", "shorts", "skirt") for w in GARMENT_WORDS[kind]}
+    for seed in range(30):
+        at = render_attributes(seed, "v2")
+        for caption in render(seed, 16, world="v2").captions:
+            padded = f" {caption} "
+            assert not any(f" {w} " in padded or f" {w}," in padded for w in lower_words), caption
+            assert not re.search(r"\b(shoes|sneakers|trainers|full-body|knee-length|midi|mini)\b", caption), caption
+        top = at.dress or at.upper
+        assert any(w in " ".join(render(seed, 16, world="v2").captions) for w in GARMENT_WORDS[top.kind]), seed

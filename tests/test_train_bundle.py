@@ -1,5 +1,7 @@
 """python -m ficekit.synthetic.train: every stage at toy size writes a bundle the editor can use."""
 
+import json
+
 import pytest
 import torch
 
@@ -120,3 +122,30 @@ def test_resume_refuses_stages_it_cannot_continue(tmp_path):
         train_bundle(tmp_path, ["gan", "densepose"], minutes=1, resume=True)
     with pytest.raises(ValueError, match="no generator.pt"):
         train_bundle(tmp_path / "empty", ["gan"], minutes=1, progress=False, stage_kwargs=TOY, resume=True)
+
+
+def test_world_v2_runs_is_recorded_and_is_not_mixed_with_another_world(tmp_path):
+    out = tmp_path / "demo"
+    assert train_bundle(out, ["gan"], minutes=1, progress=False, stage_kwargs=TOY, world="v2") is None
+    records = json.loads((out / RECORDS_FILE).read_text())
+    assert records["training"]["generator"]["config"]["world"] == "v2"
+    with pytest.raises(ValueError, match=r"another world: encoder \(v2\), generator \(v2\)"):
+        train_bundle(out, ["clip"], minutes=1, progress=False, stage_kwargs=TOY)  # v1, the default
+    with pytest.raises(ValueError, match="trained on world v2"):  # retraining the GAN on v1 from the v2 file
+        train_bundle(out, ["gan"], minutes=1, progress=False, resume=True, stage_kwargs={
+            "gan": {k: v for k, v in TOY["gan"].items() if k not in ("g_kwargs", "d_kwargs")}})
+    with pytest.raises(ValueError, match="world"):
+        train_bundle(out, ["clip"], minutes=1, progress=False, stage_kwargs=TOY, world="v3")
+
+
+def test_cli_passes_the_world_on(tmp_path, monkeypatch, capsys):
+    from ficekit.synthetic import train as train_module
+
+    seen = {}
+    monkeypatch.setattr(train_module, "train_bundle", lambda *args, **kwargs: seen.update(kwargs))
+    assert main(["--out", str(tmp_path), "--only", "gan", "--world", "v2", "--minutes", "1"]) == 0
+    assert seen["world"] == "v2"
+    assert main(["--out", str(tmp_path), "--only", "gan", "--minutes", "1"]) == 0 and seen["world"] == "v1"
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--world", "v9"])
+    assert "invalid choice: 'v9'" in capsys.readouterr().err

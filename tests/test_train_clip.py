@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ficekit.bundle import load_model
 from ficekit.perception.clip import ClipGuide, load_clip
+from ficekit.synthetic.captions import SLEEVE_WORDS
 from ficekit.synthetic.dataset import render_batch
 from ficekit.synthetic.train_clip import (
     CLIP_FILE,
@@ -19,9 +20,10 @@ from ficekit.synthetic.train_clip import (
     contrastive_loss,
     default_clip_config,
     evaluate_clip,
+    hard_negative_loss,
     train_clip,
 )
-from ficekit.synthetic.world import PALETTE, PATTERNS, render_attributes
+from ficekit.synthetic.world import PALETTE, PATTERNS, SLEEVES, render_attributes
 
 TINY = {
     "embed_dim": 32,
@@ -116,13 +118,13 @@ def test_same_seed_same_weights(tmp_path: Path) -> None:
 
 
 class _Oracle:
-    """Stands in for a ClipGuide that knows the answer: an image's features name its top's colour and pattern,
-    a text's features the palette colour and prompt pattern word it mentions."""
+    """Stands in for a ClipGuide that knows the answer: an image's features name its top's colour, pattern and
+    sleeve, a text's features the palette colour, prompt pattern word and sleeve word it mentions."""
 
-    def __init__(self, seeds: list[int]) -> None:
+    def __init__(self, seeds: list[int], world: str = "v1") -> None:
         self.mean = torch.zeros(1, 3, 1, 1)
-        self.people = [render_attributes(s) for s in seeds]
-        self.names = list(PALETTE) + list(PATTERNS)
+        self.people = [render_attributes(s, world) for s in seeds]
+        self.names = list(PALETTE) + list(PATTERNS) + list(SLEEVES)
 
     def _vector(self, names: list[str]) -> torch.Tensor:
         v = torch.zeros(len(self.names))
@@ -133,7 +135,7 @@ class _Oracle:
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         assert images.shape[0] == len(self.people)
         tops = [a.upper or a.dress for a in self.people]
-        return F.normalize(torch.stack([self._vector([g.colour, g.pattern]) for g in tops]), dim=-1)
+        return F.normalize(torch.stack([self._vector([g.colour, g.pattern, g.sleeve]) for g in tops]), dim=-1)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         rows = []
@@ -141,15 +143,17 @@ class _Oracle:
             padded = f" {text} "
             names = [c for c in PALETTE if f" {c} " in padded]
             names += [p for p, word in PATTERN_PROMPT_WORDS.items() if f" {word} " in padded]
+            names += [s for s in SLEEVES if f" {SLEEVE_WORDS[s][0]} " in padded]
             rows.append(self._vector(names))
         return F.normalize(torch.stack(rows), dim=-1, eps=1e-6)
 
 
-def test_zero_shot_metrics_score_a_perfect_model_perfectly() -> None:
+@pytest.mark.parametrize("world", ["v1", "v2"])
+def test_zero_shot_metrics_score_a_perfect_model_perfectly(world: str) -> None:
     seeds = list(range(40))
-    metrics = evaluate_clip(_Oracle(seeds), seeds, size=16)
-    assert metrics["colour_accuracy"] == 1.0 and metrics["pattern_accuracy"] == 1.0
-    assert metrics["eval_garments"] == sum(render_attributes(s).outerwear is None for s in seeds)
+    metrics = evaluate_clip(_Oracle(seeds, world), seeds, size=16, world=world)
+    assert metrics["colour_accuracy"] == 1.0 and metrics["pattern_accuracy"] == 1.0 and metrics["sleeve_accuracy"] == 1.0
+    assert metrics["eval_garments"] == sum(render_attributes(s, world).outerwear is None for s in seeds)
     assert metrics["colour_chance"] == 1 / len(PALETTE) and metrics["pattern_chance"] == 1 / len(PATTERNS)
     assert 0.0 <= metrics["retrieval_top1"] <= 1.0
 
@@ -164,3 +168,28 @@ def test_init_from_continues_a_clip_of_the_same_config(tmp_path: Path) -> None:
     other = {**TINY, "embed_dim": 16}
     with pytest.raises(ValueError, match="init_from"):
         train_clip(tmp_path / "c", steps=1, init_from=tmp_path / "a" / "clip.pt", **{**FAST, "model_config": other})
+
+
+def test_hard_negative_loss_on_known_similarities() -> None:
+    image = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1)
+    scale = torch.tensor(2.0)
+    tied = hard_negative_loss(image, image, image, scale)  # positive and negative equally close
+    assert tied.item() == pytest.approx(math.log(2))
+    opposite = -image  # cosine 1 to the positive, -1 to the negative: -log softmax = log(1 + exp(-2 * scale))
+    assert hard_negative_loss(image, image, opposite, scale).item() == pytest.approx(math.log1p(math.exp(-4.0)), rel=1e-5)
+    assert hard_negative_loss(image, opposite, image, scale).item() == pytest.approx(4.0 + math.log1p(math.exp(-4.0)), rel=1e-5)
+    with pytest.raises(ValueError, match="shapes"):
+        hard_negative_loss(image, image[:1], image, scale)
+
+
+def test_hard_negatives_change_training_and_v2_is_recorded(tmp_path: Path) -> None:
+    with_pairs = train_clip(tmp_path / "a", steps=2, world="v2", **FAST)
+    train_clip(tmp_path / "b", steps=2, world="v2", hard_negative_weight=0.0, **FAST)
+    assert with_pairs.config["world"] == "v2" and with_pairs.config["hard_negative_weight"] == 1.0
+    assert "sleeve_accuracy" in with_pairs.metrics
+    a, b = (torch.load(tmp_path / n / CLIP_FILE, weights_only=True) for n in ("a", "b"))
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="hard_negative_weight"):
+        train_clip(tmp_path / "c", steps=1, hard_negative_weight=-1.0, **FAST)
+    with pytest.raises(ValueError, match="world"):
+        train_clip(tmp_path / "c", steps=1, world="v7", **FAST)

@@ -320,3 +320,42 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path):
         train_gan(tmp_path / "b", init_from=tmp_path / "g_only.pt", **args)
     with pytest.raises(CheckpointError, match="not found"):
         train_gan(tmp_path / "b", init_from=tmp_path / "missing.pt", **args)
+
+
+def test_the_world_is_recorded_and_a_resume_from_another_world_is_refused(tmp_path):
+    from ficekit.synthetic.train_gan import render_pool
+
+    assert not torch.equal(render_pool(2, 16, progress=False, world="v2"), render_pool(2, 16, progress=False))
+    args = {"resolution": 16, "steps": 1, "batch_size": 4, "pool_size": 8}
+    report = train_gan(tmp_path / "a", world="v2", **args, **TINY)
+    assert report.config["world"] == "v2" and report.config["data"] == "rendered"
+    untouched = {k: v for k, v in TINY.items() if k not in ("g_kwargs", "d_kwargs")}
+    start = tmp_path / "a" / "generator.pt"
+    with pytest.raises(ValueError, match="trained on world v2; this run renders v1"):
+        train_gan(tmp_path / "b", init_from=start, **args, **untouched)
+    resumed = train_gan(tmp_path / "b", init_from=start, world="v2", **args, **untouched)
+    assert resumed.config["resumed_from"]["world"] == "v2"
+    with pytest.raises(ValueError, match="world"):
+        train_gan(tmp_path / "c", world="v5", **args, **TINY)
+
+
+def test_checkpoints_are_written_during_training_and_resume(tmp_path, caplog):
+    import logging
+
+    from ficekit.synthetic.train_gan import _checkpoint_writer
+
+    data = torch.rand(8, 3, 16, 16)
+    with caplog.at_level(logging.INFO, logger="ficekit.synthetic.train_gan"):
+        train_gan(tmp_path / "a", resolution=16, steps=3, batch_size=4, data=data, checkpoint_every_s=1e-9, **TINY)
+    assert [r.getMessage().split(" (")[0] for r in caplog.records if "checkpoint at" in r.getMessage()] == [
+        f"train_gan: checkpoint at step {k}" for k in (1, 2, 3)]
+    # A checkpoint file (what a killed run leaves) is resumable and says how far its run got.
+    G, D = load_generator(tmp_path / "a" / "generator.pt"), load_discriminator(tmp_path / "a" / "generator.pt")
+    _checkpoint_writer(tmp_path / "b", None, "v2", seed=0)(G, D, None, 7, 12.0, 112)
+    untouched = {k: v for k, v in TINY.items() if k not in ("g_kwargs", "d_kwargs")}
+    resumed = train_gan(tmp_path / "c", resolution=16, steps=1, batch_size=4, pool_size=8, world="v2",
+                        init_from=tmp_path / "b" / "generator.pt", **untouched)  # fmt: skip
+    record = resumed.config["resumed_from"]
+    assert (record["steps"], record["kimg"], record["world"]) == (7, 0.112, "v2")
+    with pytest.raises(ValueError, match="checkpoint_every_s"):
+        train_gan(tmp_path / "d", resolution=16, steps=1, data=data, checkpoint_every_s=0, **TINY)

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ficekit.bundle import ModelSpec, build_parser_network, load_model
+from ficekit.bundle import ModelSpec, load_model
 from ficekit.instruction import parse_instruction
 from ficekit.masking import build_masks
+from ficekit.perception.parser_networks import build_parser_network
 from ficekit.perception.segmenter import (
     FiceSegmentation,
     ParserSegmenterView,

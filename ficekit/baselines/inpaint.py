@@ -21,7 +21,6 @@ Command line (writes the same files as python -m ficekit.edit):
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -42,7 +41,6 @@ log = logging.getLogger(__name__)
 
 ALLOW_DOWNLOAD_ENV = "FICEKIT_ALLOW_DOWNLOAD"  # "1" lets from_pretrained fetch a hub id that is not cached
 INSTALL_HINT = 'pip install "ficekit[diffusion]"'
-EXIT_USAGE = 2
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -333,32 +331,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str) -> int:
-    print(f"ficekit.baselines.inpaint: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+PROG = "ficekit.baselines.inpaint"
 
 
 def run(args: argparse.Namespace) -> int:
     """Run one baseline job from parsed arguments; returns the process exit code."""
     from ficekit.bundle import load_bundle
-    from ficekit.edit import _inputs, _jsonable
-    from ficekit.imageio import comparison_grid, read_image, unique_path, write_atomic, write_png
-    from ficekit.pipeline import FicePipeline, edit_settings
+    from ficekit.cli import EXIT_OK, fail
+    from ficekit.inputs import input_paths, read_photos
+    from ficekit.outputs import OutputWriter, check_output_dir, describe_written
+    from ficekit.pipeline import FicePipeline, edit_settings, resolve_device
 
     if not args.text.strip():
-        return _fail("--text is empty; describe the garment, e.g. --text 'striped cotton shirt'")
+        return fail(PROG, "--text is empty; describe the garment, e.g. --text 'striped cotton shirt'")
     if args.steps < 1:
-        return _fail(f"--steps must be >= 1, got {args.steps}")
+        return fail(PROG, f"--steps must be >= 1, got {args.steps}")
     if args.guidance < 0:
-        return _fail(f"--guidance must be >= 0, got {args.guidance}")
+        return fail(PROG, f"--guidance must be >= 0, got {args.guidance}")
     t_start = time.perf_counter()
     bundle = load_bundle(args.bundle)
     settings = edit_settings(
         bundle.defaults, mask=args.mask, category=args.category, stitch=args.stitch, seed=args.seed,
         batch_size=args.batch_size,
     )
-    paths = _inputs(args, bundle)
-    photos = [read_image(p) for p in paths]
+    resolve_device(args.device)
+    paths, photos, _ = read_photos(input_paths(args.image, args.input_dir, bundle), tolerant=False)
+    out = check_output_dir(args.out)
     baseline = InpaintBaseline.from_pretrained(
         args.model, device=args.device, dtype=None if args.dtype == "float32" else _DTYPES[args.dtype],
         num_inference_steps=args.steps,
@@ -374,39 +372,38 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet, stitch_method=settings.stitch,
     )
 
-    out = args.out
-    written = []
-    for path, photo, mask, final, generated in zip(paths, photos, masks, result.images, result.generated, strict=True):
-        stem = path.stem
-        written.append(write_png(final, unique_path(out / f"{stem}_result.png")))
-        grid = comparison_grid([photo, mask.blend[0], generated, final])
-        written.append(write_png(grid, unique_path(out / f"{stem}_grid.png")))
-        for name in ("edit", "keep", "blend"):
-            written.append(write_png(getattr(mask, name)[0], unique_path(out / f"{stem}_mask_{name}.png")))
-    timings = {"masks": masking_seconds, **result.timings, "total": time.perf_counter() - t_start}
-    report = {
-        "method": "diffusion-inpainting",
-        "text": args.text,
-        "model": {"name": os.fspath(args.model), "pipeline": type(baseline.pipeline).__name__, "dtype": args.dtype},
-        "bundle": {"name": bundle.name, "root": str(bundle.root)},
-        "images": [str(p) for p in paths],
-        "settings": {
-            "num_inference_steps": baseline.num_inference_steps, "guidance_scale": baseline.guidance_scale,
-            "resolution": baseline.resolution, "seed": args.seed, "batch_size": settings.batch_size,
-            "mask": settings.mask, "category": settings.category, "stitch": settings.stitch,
-        },
-        "categories": [m.category for m in masks],
-        "device": str(baseline.device),
-        "timings_seconds": timings,
-        "outputs": [str(p) for p in written],
-    }
-    report_path = write_atomic(unique_path(out / "report.json"), json.dumps(_jsonable(report), indent=2).encode())
+    writer = OutputWriter(out)
+    groups = []
+    try:
+        for path, photo, mask, final, generated in zip(paths, photos, masks, result.images, result.generated, strict=True):
+            full = {name: getattr(mask, name)[0] for name in ("edit", "keep", "blend")}
+            groups.append(writer.photo(path.stem, photo, final, full, generated))
+        timings = {"masks": masking_seconds, **result.timings, "total": time.perf_counter() - t_start}
+        report = {
+            "method": "diffusion-inpainting",
+            "text": args.text,
+            "model": {"name": os.fspath(args.model), "pipeline": type(baseline.pipeline).__name__, "dtype": args.dtype},
+            "bundle": {"name": bundle.name, "root": str(bundle.root)},
+            "images": [str(p) for p in paths],
+            "settings": {
+                "num_inference_steps": baseline.num_inference_steps, "guidance_scale": baseline.guidance_scale,
+                "resolution": baseline.resolution, "seed": args.seed, "batch_size": settings.batch_size,
+                "mask": settings.mask, "category": settings.category, "stitch": settings.stitch,
+            },
+            "categories": [m.category for m in masks],
+            "device": str(baseline.device),
+            "timings_seconds": timings,
+            "outputs": {g.name: g.files for g in groups},
+        }
+        report_path = writer.json(report)
+    except BaseException:
+        writer.rollback()
+        raise
     if not args.quiet:
-        print(f"inpainted {len(paths)} photo(s) with {args.text!r} in {timings['total']:.1f} s")
-        for p in written[::5]:
-            print(f"  {p}")
-        print(f"  {report_path}")
-    return 0
+        print(f"inpainted {len(paths)} photo(s) with {args.text!r} in {timings['total']:.1f} s; wrote:")
+        for line in describe_written(groups, [report_path]):
+            print(line)
+    return EXIT_OK
 
 
 def quiet_libraries() -> None:
@@ -424,19 +421,20 @@ def quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse arguments, run, and turn user errors into exit code 2 with a one-line message."""
-    from ficekit.checkpoint_io import CheckpointError
-    from ficekit.imageio import ImageReadError
+    from ficekit.cli import run_command, setup_logging
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    setup_logging(args.quiet)
     if args.quiet:
-        warnings.filterwarnings("ignore", category=UserWarning)
         quiet_libraries()
+    return run_command(PROG, lambda: _run_or_import_error(args))
+
+
+def _run_or_import_error(args: argparse.Namespace) -> int:
     try:
         return run(args)
-    except (ImageReadError, CheckpointError, FileNotFoundError, FileExistsError, ValueError, KeyError, ImportError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        return _fail(" ".join(str(message).split()))  # one line
+    except ImportError as e:
+        raise ValueError(str(e)) from None
 
 
 if __name__ == "__main__":

@@ -57,9 +57,28 @@ def text_slug(text: str) -> str:
     return slug[:SLUG_LENGTH].rstrip("-") or "text"
 
 
-def _is_pairs_header(line: str) -> bool:
+PAIR_COLUMNS = ("image", "text")
+
+
+def _csv_header(line: str, path: Path) -> list[str] | None:
+    """The lower-cased column names if `line` heads a CSV of pairs, else None (an instruction line).
+
+    A header is a comma-separated first line naming an 'image' or 'text' column, or any first line of a .csv
+    file; an instruction such as "red, with long sleeves" names neither and stays an instruction.
+    """
     fields = [f.strip().lower() for f in next(csv.reader([line]), [])]
-    return "image" in fields and "text" in fields
+    if path.suffix.lower() == ".csv" or (len(fields) >= 2 and set(PAIR_COLUMNS) & set(fields)):
+        return fields
+    return None
+
+
+def _check_header(fields: list[str], path: Path) -> None:
+    missing = [c for c in PAIR_COLUMNS if c not in fields]
+    if missing:
+        raise EvalError(
+            f"--texts: CSV header has {','.join(fields)}; expected columns {','.join(PAIR_COLUMNS)} ({path} lacks "
+            f"{', '.join(missing)})"
+        )
 
 
 def _relative_image(root: Path, value: str, where: str) -> str:
@@ -73,7 +92,8 @@ def _relative_image(root: Path, value: str, where: str) -> str:
 
 def _read_pairs(root: Path, path: Path, text: str) -> list[Job]:
     reader = csv.reader(io.StringIO(text))
-    header = [h.strip().lower() for h in next(reader)]
+    header = next(row for row in reader if any(cell.strip() for cell in row))
+    header = [h.strip().lower() for h in header]
     i_image, i_text = header.index("image"), header.index("text")
     jobs = []
     for row in reader:
@@ -118,7 +138,9 @@ def read_jobs(images_dir: str | os.PathLike, texts_file: str | os.PathLike) -> l
     first = next((line for line in lines if line), None)
     if first is None:
         raise EvalError(f"texts file {path} is empty: write one instruction per line, or a CSV image,text")
-    if _is_pairs_header(first):
+    header = _csv_header(first, path)
+    if header is not None:
+        _check_header(header, path)
         jobs = _read_pairs(root, path, text)
         if not jobs:
             raise EvalError(f"texts file {path} has a header but no image,text rows")

@@ -27,9 +27,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ficekit.checkpoint_io import CheckpointError, atomic_write, load_torch_file
+from ficekit.synthetic.body import DENSEPOSE_PARTS
 from ficekit.synthetic.dataset import held_out_seeds
-from ficekit.synthetic.render import render
-from ficekit.synthetic.world import PALETTE, PATTERNS
+from ficekit.synthetic.render import Sample, render
+from ficekit.synthetic.world import DEFAULT_WORLD, PALETTE, PATTERNS, SKIN_TONES, check_world
 
 logger = logging.getLogger(__name__)
 
@@ -140,11 +141,11 @@ class JudgeData:
     labels: torch.Tensor
 
 
-def judge_data(seeds: Sequence[int], size: int) -> JudgeData:
-    """Crops of every judged garment (JUDGED_SLOTS, not under a jacket) of the renders of `seeds` at `size` px."""
+def judge_data(seeds: Sequence[int], size: int, world: str = DEFAULT_WORLD) -> JudgeData:
+    """Crops of every judged garment (JUDGED_SLOTS, not under a jacket) of `world`'s renders of `seeds` at `size` px."""
     crops, labels = [], []
     for seed in seeds:
-        sample = render(int(seed), size=size, n_captions=1)
+        sample = render(int(seed), size=size, world=world, n_captions=1)
         for slot, garment in sample.attributes.garments().items():
             if slot not in JUDGED_SLOTS:
                 continue
@@ -186,12 +187,13 @@ def _accuracy(net: PatternNet, data: JudgeData) -> float:
 
 
 class PatternJudge:
-    """The pattern classifier, with the render size it was trained for and its held-out accuracy."""
+    """The pattern classifier, with the render size and world it was trained for and its held-out accuracy."""
 
-    def __init__(self, net: PatternNet, size: int, accuracy: float) -> None:
+    def __init__(self, net: PatternNet, size: int, accuracy: float, world: str = DEFAULT_WORLD) -> None:
         self.net = net.eval().requires_grad_(False)
         self.size = size
         self.accuracy = accuracy  # on held-out renders (seeds never used for training)
+        self.world = world
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, masks: torch.Tensor) -> list[str]:
@@ -201,15 +203,17 @@ class PatternJudge:
 
     @classmethod
     def train(
-        cls, size: int, n_train: int = 6000, n_val: int = 600, steps: int = 1500, seed: int = 0, progress: bool = True
+        cls, size: int, n_train: int = 6000, n_val: int = 600, steps: int = 1500, seed: int = 0, progress: bool = True,
+        world: str = DEFAULT_WORLD,
     ) -> PatternJudge:
-        """Train on renders at `size` px from the training seed range; report accuracy on held-out renders."""
+        """Train on `world`'s renders at `size` px from the training seed range; report accuracy on held-out renders."""
+        check_world(world)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             rng = np.random.default_rng(seed)
             train_seeds = rng.integers(0, 2**31 - 1, size=n_train).tolist()
-            train = judge_data(train_seeds, size)
-            val = judge_data(held_out_seeds(n_val, seed=seed + 7), size)
+            train = judge_data(train_seeds, size, world)
+            val = judge_data(held_out_seeds(n_val, seed=seed + 7), size, world)
             net = PatternNet()
             opt = torch.optim.Adam(net.parameters(), lr=2e-3)
             gen = torch.Generator().manual_seed(seed)
@@ -223,12 +227,13 @@ class PatternJudge:
                 loss.backward()
                 opt.step()
             accuracy = _accuracy(net, val)
-        logger.info("pattern judge: %d train crops, held-out accuracy %.3f", len(train.labels), accuracy)
-        return cls(net, size, accuracy)
+        logger.info("pattern judge (%s): %d train crops, held-out accuracy %.3f", world, len(train.labels), accuracy)
+        return cls(net, size, accuracy, world)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the judge (weights, size, accuracy, version) atomically."""
-        payload = {"version": JUDGE_VERSION, "size": self.size, "accuracy": self.accuracy, "state_dict": self.net.state_dict()}
+        payload = {"version": JUDGE_VERSION, "size": self.size, "accuracy": self.accuracy, "world": self.world,
+                   "state_dict": self.net.state_dict()}
         atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
     @classmethod
@@ -239,25 +244,113 @@ class PatternJudge:
             raise CheckpointError(f"pattern judge {path}: not a version-{JUDGE_VERSION} judge file")
         net = PatternNet()
         net.load_state_dict(payload["state_dict"])
-        return cls(net, int(payload["size"]), float(payload["accuracy"]))
+        return cls(net, int(payload["size"]), float(payload["accuracy"]), str(payload.get("world", "v1")))
 
     @staticmethod
-    def cache_path(size: int, cache_dir: str | os.PathLike | None = None) -> Path:
-        """Where `trained` keeps the judge for `size` px: cache_dir, else $FICEKIT_CACHE, else ~/.cache/ficekit."""
+    def cache_path(size: int, cache_dir: str | os.PathLike | None = None, world: str = DEFAULT_WORLD) -> Path:
+        """Where `trained` keeps the judge for `size` px of `world`: cache_dir, else $FICEKIT_CACHE, else ~/.cache/ficekit."""
         root = Path(cache_dir or os.environ.get("FICEKIT_CACHE") or Path.home() / ".cache" / "ficekit")
-        key = hashlib.sha256(json.dumps({"v": JUDGE_VERSION, "size": size}).encode()).hexdigest()[:12]
-        return root / "judges" / f"pattern-{size}px-{key}.pt"
+        fields: dict[str, object] = {"v": JUDGE_VERSION, "size": size}
+        if world != "v1":  # v1 judges keep the name they had before world versions existed
+            fields["world"] = world
+        key = hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:12]
+        prefix = "pattern" if world == "v1" else f"pattern-{world}"
+        return root / "judges" / f"{prefix}-{size}px-{key}.pt"
 
     @classmethod
-    def trained(cls, size: int, cache_dir: str | os.PathLike | None = None, progress: bool = True) -> PatternJudge:
-        """The judge for `size` px: read from the cache if there, else trained (deterministic) and cached."""
-        path = cls.cache_path(size, cache_dir)
+    def trained(
+        cls, size: int, cache_dir: str | os.PathLike | None = None, progress: bool = True, world: str = DEFAULT_WORLD
+    ) -> PatternJudge:
+        """The judge for `size` px of `world`: read from the cache if there, else trained (deterministic) and cached."""
+        path = cls.cache_path(size, cache_dir, world)
         if path.exists():
             try:
                 return cls.load(path)
             except CheckpointError as e:
                 logger.warning("ignoring the cached pattern judge: %s", e)
-        judge = cls.train(size, progress=progress)
+        judge = cls.train(size, progress=progress, world=world)
         path.parent.mkdir(parents=True, exist_ok=True)
         judge.save(path)
         return judge
+
+
+# ----------------------------------------------------------------------------- sleeve
+
+# DensePose parts of the arms (body.py): upper arms 15/16, forearms 19/20. V runs along a limb from the
+# joint nearer the torso (0) to the far one (1), U across it (0.5 = the axis).
+UPPER_ARM_PARTS = (15, 16)
+FOREARM_PARTS = (19, 20)
+ARM_STRIP = 0.25  # |U - 0.5| below this: the arm's central strip, inside the bare arm whatever sleeve the photo had
+SHOULDER_SPAN = (0.08, 0.42)  # V along the upper arm that a short sleeve covers (it ends at V = 0.5)
+ELBOW_SPAN = (0.62, 1.0)  # V along the upper arm that only a long sleeve covers
+MIN_ARM_PIXELS = 4  # fewer visible pixels in a region than this: the region says nothing
+CHEST_HALF_WIDTH = 0.25  # torso |U - 0.5| below this and V (neck 0, crotch 1) above CHEST_TOP: the chest's middle
+CHEST_TOP = 0.25
+GARMENT_REFERENCE_PIXELS = 512  # at most this many garment pixels serve as the garment's colour reference
+
+
+def arm_regions(parts: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> dict[str, torch.Tensor]:
+    """[H, W] bool masks of where sleeves show, from a photo's DensePose I, U, V ([H, W] each).
+
+    'shoulder': the upper arms' central strip near the shoulder (any sleeve covers it);
+    'elbow': the upper arms' central strip near the elbow (only a long sleeve covers it).
+    """
+    central = (u.float() - 0.5).abs() < ARM_STRIP
+    upper = torch.isin(parts.long(), torch.tensor(UPPER_ARM_PARTS)) & central
+    v = v.float()
+    return {
+        "shoulder": upper & (v >= SHOULDER_SPAN[0]) & (v <= SHOULDER_SPAN[1]),
+        "elbow": upper & (v >= ELBOW_SPAN[0]) & (v <= ELBOW_SPAN[1]),
+    }
+
+
+def sleeve_coverage(
+    image: torch.Tensor, regions: dict[str, torch.Tensor], skin_rgb: torch.Tensor, garment_mask: torch.Tensor
+) -> dict[str, float]:
+    """Share of each arm region's pixels that look like the garment rather than skin (NaN: region not visible).
+
+    A pixel counts as garment when its RGB distance to the nearest of the garment's own pixels (the garment
+    mask's pixels of `image`, so an edited garment is compared with its new colours) is below its distance to
+    `skin_rgb` ([3] in [0, 1]). image: [3, H, W] in [0, 1]; garment_mask: [H, W] bool, the garment's torso part.
+    """
+    pixels = image.detach().float().cpu()
+    garment = pixels.permute(1, 2, 0)[garment_mask.cpu().bool()]
+    if garment.shape[0] == 0:
+        raise ValueError("sleeve_coverage: the garment mask selects no pixel")
+    step = max(1, garment.shape[0] // GARMENT_REFERENCE_PIXELS)
+    garment = garment[::step]
+    skin = skin_rgb.float().reshape(1, 3)
+    shares: dict[str, float] = {}
+    for name, region in regions.items():
+        arm = pixels.permute(1, 2, 0)[region.cpu().bool()]
+        if arm.shape[0] < MIN_ARM_PIXELS:
+            shares[name] = float("nan")
+            continue
+        to_garment = torch.cdist(arm, garment).min(dim=1).values
+        to_skin = torch.cdist(arm, skin)[:, 0]
+        shares[name] = float((to_garment < to_skin).float().mean())
+    return shares
+
+
+def sleeve_from_coverage(coverage: dict[str, float]) -> str:
+    """'sleeveless', 'short' or 'long' from `sleeve_coverage`'s shares: covered near the shoulder means a sleeve,
+    covered near the elbow too means a long one ('sleeveless' when no arm is visible)."""
+    shoulder, elbow = coverage["shoulder"], coverage["elbow"]
+    if not shoulder >= 0.5:  # also NaN: no visible arm
+        return "sleeveless"
+    return "long" if elbow >= 0.5 else "short"
+
+
+def judge_sleeve(image: torch.Tensor, photo: Sample, slot: str) -> str:
+    """The sleeve length of `slot`'s garment ('upper' or 'dress') in `image` ([3, H, W] in [0, 1]), an edit of
+    the rendered `photo`: arm regions from the photo's DensePose, skin from its skin tone, garment colours
+    from `image` over the photo's garment pixels in the middle of the chest (away from necklines and armholes,
+    which an edit may bare)."""
+    if tuple(image.shape[1:]) != tuple(photo.image.shape[:2]):
+        raise ValueError(f"judge_sleeve: image is {tuple(image.shape[1:])} px, the photo {photo.image.shape[:2]}")
+    dp = photo.densepose
+    regions = arm_regions(torch.from_numpy(dp.I), torch.from_numpy(dp.U), torch.from_numpy(dp.V))
+    chest = (dp.I == DENSEPOSE_PARTS["torso"]) & (abs(dp.U - 0.5) < CHEST_HALF_WIDTH) & (dp.V > CHEST_TOP)
+    torso = torch.from_numpy(photo.mask(slot) & chest)
+    skin = torch.tensor(SKIN_TONES[photo.attributes.skin], dtype=torch.float32) / 255
+    return sleeve_from_coverage(sleeve_coverage(image, regions, skin, torso))

@@ -11,6 +11,7 @@ checked_output holds every method to the contract before its result is written o
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +33,7 @@ __all__ = [
     "fice_method",
     "inpaint_method",
     "resolve_methods",
+    "build_method",
     "checked_output",
 ]
 
@@ -74,7 +76,10 @@ class FiceMethod:
         self.iterations = iterations
 
     def __call__(self, image: torch.Tensor, text: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        result = self.pipe.edit(image, text, progress=False, iterations=self.iterations, seed=seed, batch_size=1)
+        # The runner records each photo's out-of-domain score in its row instead of refusing the photo.
+        result = self.pipe.edit(
+            image, text, progress=False, iterations=self.iterations, seed=seed, batch_size=1, check_domain=False
+        )
         return result.images[0], result.blend_full[0]
 
 
@@ -113,6 +118,40 @@ def inpaint_method(ctx: MethodContext) -> EditMethod:
 METHODS: dict[str, MethodFactory] = {"fice": fice_method, "inpaint": inpaint_method}
 
 
+def _check_factory(spec: str, factory: Any) -> None:
+    """EvalError unless `factory` can be a method factory: a Python function, class or callable object taking
+    one MethodContext. Built-in functions (os:system, shutil's C helpers) and other objects are refused by name."""
+    contract = "a method factory is factory(MethodContext) -> callable(image, text, seed)"
+    what = type(factory).__name__
+    if inspect.isbuiltin(factory) or inspect.ismethoddescriptor(factory) or not callable(factory):
+        raise EvalError(f"method {spec!r} names a {what}, not a method factory; {contract}")
+    try:
+        inspect.signature(factory).bind(None)
+    except TypeError as e:
+        raise EvalError(f"method {spec!r}: {what} {getattr(factory, '__name__', spec)} cannot take one "
+                        f"MethodContext ({e}); {contract}") from e  # fmt: skip
+    except ValueError:  # no signature to inspect (some C-implemented callables): refused like the built-ins
+        raise EvalError(f"method {spec!r} names a {what} without a Python signature, not a method factory; "
+                        f"{contract}") from None  # fmt: skip
+
+
+def build_method(label: str, factory: MethodFactory, ctx: MethodContext) -> EditMethod:
+    """factory(ctx), with EvalError naming the method when the factory fails in a way other than a user error
+    (ValueError, OSError: already one line) or returns something that cannot edit."""
+    try:
+        method = factory(ctx)
+    except (ValueError, OSError):
+        raise
+    except Exception as e:  # noqa: BLE001 - e.g. shutil:rmtree given a MethodContext: name the method, one line
+        name = getattr(factory, "__name__", type(factory).__name__)
+        raise EvalError(f"method {label!r}: its factory {name} failed ({type(e).__name__}: {e})") from e
+    if not callable(method):
+        raise EvalError(
+            f"method {label!r}: its factory returned a {type(method).__name__}, expected a callable(image, text, seed)"
+        )
+    return method
+
+
 def resolve_methods(specs: Sequence[str], registry: Mapping[str, MethodFactory]) -> dict[str, MethodFactory]:
     """Method label -> factory, in the order given: registry names, or module:factory (labelled by factory)."""
     resolved: dict[str, MethodFactory] = {}
@@ -125,8 +164,9 @@ def resolve_methods(specs: Sequence[str], registry: Mapping[str, MethodFactory])
             module_name, _, attr = spec.partition(":")
             try:
                 factory = getattr(importlib.import_module(module_name), attr)
-            except (ImportError, AttributeError) as e:
+            except (ImportError, AttributeError, ValueError) as e:
                 raise EvalError(f"method {spec!r}: cannot load factory {attr!r} from module {module_name!r} ({e})") from e
+            _check_factory(spec, factory)
             label = attr
         else:
             raise EvalError(f"unknown method {spec!r}; choose from {sorted(registry)} or give module:factory")

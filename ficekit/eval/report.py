@@ -32,6 +32,7 @@ METRIC_LABELS: dict[str, tuple[str, int]] = {
     "lpips_outside_mask": ("LPIPS outside mask ↓", 4),
     "clip_score": ("CLIP score ↑", 2),
     "pose_part_iou": ("pose part IoU ↑", 3),
+    "domain_score": ("photo's out-of-domain score ↓ (the bundle's)", 2),
 }
 GRID_ROW_HEIGHT = 256  # grid rows are at most this tall (pixels); smaller photos keep their height
 

@@ -26,6 +26,7 @@ __all__ = [
     "metric_columns",
     "format_value",
     "all_rows",
+    "count_rows",
     "append_row",
     "merge_rows",
     "check_run_record",
@@ -38,7 +39,8 @@ KEY_COLUMNS = ("image", "text", "method")
 def metric_columns(lpips: bool, clip: bool) -> list[str]:
     """The metrics.csv header of a run: keys, seconds, then the metrics it measures."""
     columns = [*KEY_COLUMNS, "seconds", "psnr_outside_mask", "ssim_outside_mask"]
-    return columns + (["lpips_outside_mask"] if lpips else []) + (["clip_score"] if clip else []) + ["pose_part_iou"]
+    columns += (["lpips_outside_mask"] if lpips else []) + (["clip_score"] if clip else []) + ["pose_part_iou"]
+    return [*columns, "domain_score"]  # the bundle's out-of-domain score of the photo (empty without a record)
 
 
 def format_value(value: float | None) -> str:
@@ -79,6 +81,18 @@ def all_rows(out: Path, columns: Sequence[str]) -> list[dict[str, str]]:
         for row in _read_rows(path, columns):
             rows.setdefault(tuple(row[k] for k in KEY_COLUMNS), row)
     return [rows[key] for key in sorted(rows)]
+
+
+def count_rows(out: Path) -> int:
+    """How many edits metrics.csv and the rank files hold: complete rows, each (image, text, method) once."""
+    keys: set[tuple[str, ...]] = set()
+    for path in [out / "metrics.csv", *_rank_files(out)]:
+        if not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        rows = list(csv.reader(io.StringIO(text[: text.rfind("\n") + 1])))  # an interrupted last row is not kept
+        keys.update(tuple(row[: len(KEY_COLUMNS)]) for row in rows[1:] if len(row) > len(KEY_COLUMNS))
+    return len(keys)
 
 
 def append_row(path: Path, columns: Sequence[str], row: Mapping[str, str]) -> None:

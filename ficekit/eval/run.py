@@ -12,16 +12,17 @@ to OUT/metrics.csv (flushed and fsynced) with the edit's seconds and its scores 
   pose_part_iou                         DensePose part IoU, photo vs result (empty without a DensePose)
 
 A rerun skips the rows already in metrics.csv, so an interrupted run resumes where it stopped and a
-finished run is not edited again. At the end metrics.csv is rewritten sorted, OUT/summary.md gets one
-Markdown table (metric x method, mean ± std and n; FID/KID of results vs photos with --inception) and
-OUT/grids/<text-slug>.png one comparison grid per instruction (a row per image: photo | mask | methods).
+finished run is not edited again (Ctrl-C ends a run with one line saying how many rows it kept, exit 130).
+At the end metrics.csv is rewritten sorted, OUT/summary.md gets one Markdown table (metric x method,
+mean ± std and n; FID/KID of results vs photos with --inception) and OUT/grids/<text-slug>.png one
+comparison grid per instruction (a row per image: photo | mask | methods).
 
 --texts is a file of instructions, one per line (blank lines and lines starting with '#' skipped), each
 applied to every image in --images; or a CSV whose header has columns image,text listing the pairs
-(image relative to --images). Methods: 'fice' (this package), 'inpaint' (the diffusion inpainting
-baseline on ficekit's auto-mask; needs pip install "ficekit[diffusion]" and --inpaint-model), or
-module:factory for a method of your own (factory(MethodContext) -> callable(image, text, seed) ->
-(result [3,H,W], blend mask [1,H,W])).
+(image relative to --images; a .csv file, or a first line naming an image or text column, is read as a
+CSV). Methods: 'fice' (this package), 'inpaint' (the diffusion inpainting baseline on ficekit's
+auto-mask; needs pip install "ficekit[diffusion]" and --inpaint-model), or module:factory for a method of
+your own (factory(MethodContext) -> callable(image, text, seed) -> (result [3,H,W], blend mask [1,H,W])).
 
 Under torchrun each rank takes every WORLD_SIZE-th pending edit, appends to OUT/metrics.rank<R>.csv and,
 after a barrier, rank 0 merges the rank files into metrics.csv and writes the summary and grids.
@@ -51,13 +52,21 @@ from pathlib import Path
 import torch
 
 from ficekit.eval.jobs import EvalError, Job, jobs_for_texts, read_jobs
-from ficekit.eval.methods import METHODS, MethodContext, MethodFactory, checked_output, resolve_methods
+from ficekit.eval.methods import (
+    METHODS,
+    MethodContext,
+    MethodFactory,
+    build_method,
+    checked_output,
+    resolve_methods,
+)
 from ficekit.eval.report import write_report
 from ficekit.eval.results import (
     KEY_COLUMNS,
     all_rows,
     append_row,
     check_run_record,
+    count_rows,
     format_value,
     merge_rows,
     metric_columns,
@@ -76,6 +85,7 @@ __all__ = ["run_evaluation", "main"]
 log = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 BARRIER_TIMEOUT = datetime.timedelta(hours=24)  # ranks finishing early wait at the barrier for the slowest
 
 
@@ -158,13 +168,14 @@ def _edit_all(
     from tqdm.auto import tqdm
 
     needed = [label for label in factories if any(u[1] == label for u in units)]
-    methods = {label: factories[label](ctx) for label in needed}  # every method loads before the first edit
+    methods = {label: build_method(label, factories[label], ctx) for label in needed}  # all load before editing
     scorer = build_scorer(ctx, judge_clip, lpips_backbone)
     desc = f"eval rank {world.rank}" if world.size > 1 else "eval"
     photo_key, photo = None, None
     for job, label in tqdm(units, desc=desc, unit="edit", position=world.rank, disable=not progress, dynamic_ncols=True):
         if job.image != photo_key:
             photo_key, photo = job.image, read_image(images_dir / job.image)
+            domain = _domain_score(ctx, photo)
         assert photo is not None
         start = time.perf_counter()
         result, mask = methods[label](photo, job.text, seed)
@@ -177,8 +188,18 @@ def _edit_all(
         scores = scorer.score(job.image, photo, result, mask, job.text)
         row = {"image": job.image, "text": job.text, "method": label, "seconds": f"{seconds:.3f}"}
         row.update({k: format_value(v) for k, v in scores.items()})
+        row["domain_score"] = format_value(domain)
         append_row(rows_path, columns, row)
         log.debug("%s %s %r: %s", label, job.image, job.text, row)
+
+
+def _domain_score(ctx: MethodContext, photo: torch.Tensor) -> float | None:
+    """The photo's out-of-domain score under the run's bundle (None when the bundle has no domain record)."""
+    pipe = ctx.pipeline()
+    if getattr(pipe.bundle, "domain", None) is None:
+        return None
+    scores = pipe.domain_scores(photo)
+    return float(scores[0].value) if scores else None
 
 
 def run_evaluation(
@@ -303,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         return _fail(str(e))
+    except KeyboardInterrupt:  # Ctrl-C: every finished row is already on disk (appended and fsynced)
+        metrics = args.out / "metrics.csv"
+        kept = count_rows(args.out) if args.out.is_dir() else 0
+        print(f"ficekit.eval.run: interrupted; {kept} rows kept in {metrics} (the same command resumes)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_INTERRUPTED
     if not args.quiet and int(os.environ.get("RANK", 0)) == 0:
         print(summary.read_text(encoding="utf-8"))
         print(f"wrote {summary}")

@@ -2,22 +2,30 @@
 
 Each case is a held-out render (a seed never used in training) and a target for its top or dress: a new
 colour, a new pattern, or both, phrased as an instruction that names the whole target ("red striped
-t-shirt"). ficekit edits the photo under several configurations and independent judges score the result:
+t-shirt"); after these n cases come --sleeve-cases cases that change only the sleeve ("red plain
+long-sleeved t-shirt"). ficekit edits the photo under several configurations (including the inversion it
+starts from: e4e, optimize, pti) and independent judges score the result:
 
   colour_success        the garment's dominant palette colour is the target (judges.colour_matches)
   pattern_success       a CNN trained only on renderer crops (judges.PatternJudge) sees the target pattern
-  psnr_outside_mask_db  PSNR outside the edit mask: the true garment region (renderer labels) grown by
-                        one pixel; an exact copy (infinite PSNR) counts as PSNR_CAP_DB in the mean
+  sleeve_success        sleeve-change cases only: judges.judge_sleeve reads the target sleeve off the arms
+  psnr_outside_mask_db  PSNR outside the edit mask: the true garment region before or after the edit
+                        (renderer labels) grown by one pixel; an exact copy (infinite PSNR) counts as
+                        PSNR_CAP_DB in the mean
   head_psnr_db          PSNR over the head and hair (same cap)
   pose_part_iou         DensePose part IoU between photo and result (the bundle's DensePose on both)
   seconds_per_edit      wall-clock seconds of one edit (perception, inversion, optimisation, stitching)
 
 Colour and pattern are judged on every case (a colour-only edit must keep the pattern and vice versa).
-The 'ideal' row judges the renderer's own drawing of the target: the judges' ceiling.
+Every success rate carries a 95 % bootstrap interval over cases (seeded): with 24 cases one case is 4
+points, so overlapping intervals are not a finding. The 'ideal' row judges the renderer's own drawing of
+the target: the judges' ceiling. The pattern judge is trained on first use (minutes; a warning says where
+it is cached). --rounds 2 runs the two-round benchmark instead (ficekit.eval.rounds).
 
 Examples:
   python -m ficekit.eval.synthetic --n 24 --json benchmarks/results/synthetic.json
   python -m ficekit.eval.synthetic --n 2 --iterations 5 --configs fice,auto+feather
+  python -m ficekit.eval.synthetic --rounds 2 --n 24 --json benchmarks/results/rounds.json
 """
 
 from __future__ import annotations
@@ -38,18 +46,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ficekit.eval.judges import JUDGED_SLOTS, PatternJudge, colour_matches, palette_votes
+from ficekit.eval.judges import JUDGED_SLOTS, PatternJudge, colour_matches, judge_sleeve, palette_votes
 from ficekit.eval.metrics import part_iou, psnr
 from ficekit.mask_ops import dilate
 from ficekit.synthetic.captions import GARMENT_WORDS, PATTERN_WORDS, colour_words
 from ficekit.synthetic.dataset import held_out_seeds
 from ficekit.synthetic.render import Sample, render
-from ficekit.synthetic.world import PALETTE, PATTERNS, Garment, contrasting_colours
+from ficekit.synthetic.world import PALETTE, PATTERNS, SLEEVES_BY_KIND, Garment, contrasting_colours
 
 logger = logging.getLogger(__name__)
 
+CI_LEVEL = 0.95  # success rates carry a bootstrap interval at this level
+BOOTSTRAP_RESAMPLES = 2000
+JUDGE_TRAINING_TIME = "7-15 minutes"  # PatternJudge.train's defaults on one free CPU core (issue 12)
 PSNR_CAP_DB = 100.0  # an exactly preserved region counts as this in the means (PSNR would be infinite)
-EDIT_KINDS = ("colour", "pattern", "both")
+EDIT_KINDS = ("colour", "pattern", "both")  # the n main cases cycle these; 'sleeve' cases come after them
+SLEEVE_WORDS: dict[str, str] = {"sleeveless": "sleeveless", "short": "short-sleeved", "long": "long-sleeved"}
 # Configurations compared: FICE's recipe (its masks, stitch and plain CLIP term), auto-masking with each
 # stitcher, the latent regularisers, and the CLIP term without random views; unnamed settings are the bundle's.
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -62,8 +74,16 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "auto+feather+pn": {"mask": "auto", "stitch": "feather", "regularizer": "pn"},
     "auto+feather+none": {"mask": "auto", "stitch": "feather", "regularizer": "none"},
     "auto+feather+noaug": {"mask": "auto", "stitch": "feather", "regularizer": "w_delta", "clip_augment": 0},
+    # The inversion the edit starts from (ficekit.inversion; skipped with a note when that is not importable).
+    "auto+feather+optimize": {"mask": "auto", "stitch": "feather", "regularizer": "w_delta", "inversion": "optimize"},
+    "auto+feather+pti": {"mask": "auto", "stitch": "feather", "regularizer": "w_delta", "inversion": "pti"},
 }
-METRICS = ("colour_success", "pattern_success", "psnr_outside_mask_db", "head_psnr_db", "pose_part_iou", "seconds_per_edit")
+METRICS = (
+    "colour_success", "pattern_success", "sleeve_success", "psnr_outside_mask_db", "head_psnr_db", "pose_part_iou",
+    "seconds_per_edit",
+)
+RATES = ("colour_success", "pattern_success", "sleeve_success")  # per-case 0/1 scores: reported with a 95 % CI
+SLEEVE_CASES = 6  # sleeve-change cases added after the n colour/pattern cases (CLI default)
 
 
 @dataclass(frozen=True)
@@ -82,14 +102,27 @@ class EditCase:
         """[H, W] bool: the edited garment's pixels in the photo."""
         return torch.from_numpy(self.photo.mask(self.slot))
 
+    def judged_mask(self) -> torch.Tensor:
+        """[H, W] bool: where the garment is both before and after the edit (its colour and pattern are judged
+        there; a sleeve that an edit removes or adds is not)."""
+        return torch.from_numpy(self.photo.mask(self.slot) & self.ideal.mask(self.slot))
 
-def instruction_for(garment: Garment) -> str:
-    """The instruction naming a whole target garment: '<colour> <pattern> <garment>' ('red striped t-shirt')."""
+    def edit_region(self) -> torch.Tensor:
+        """[H, W] bool: the garment before or after the edit (the pixels an edit may change, less the rim)."""
+        return torch.from_numpy(self.photo.mask(self.slot) | self.ideal.mask(self.slot))
+
+
+def instruction_for(garment: Garment, sleeve: bool = False) -> str:
+    """The instruction naming a whole target garment: '<colour> <pattern> <garment>' ('red striped t-shirt');
+    with `sleeve`, its sleeve too ('red plain long-sleeved t-shirt')."""
     pattern = next(w for w in PATTERN_WORDS[garment.pattern] if w) if garment.pattern != "plain" else "plain"
-    return f"{colour_words(garment.colour)[0]} {pattern} {GARMENT_WORDS[garment.kind][0]}"
+    sleeve_words = f"{SLEEVE_WORDS[garment.sleeve]} " if sleeve and garment.sleeve is not None else ""
+    return f"{colour_words(garment.colour)[0]} {pattern} {sleeve_words}{GARMENT_WORDS[garment.kind][0]}"
 
 
-def _target(garment: Garment, kind: str, rng: np.random.Generator) -> Garment:
+def target_for(garment: Garment, kind: str, rng: np.random.Generator) -> Garment:
+    """`garment` with a new palette colour and/or pattern (kind 'colour', 'pattern' or 'both'); a pattern's second
+    colour is kept when it still contrasts with the (new) colour, else drawn from the contrasting ones."""
     colour, pattern, secondary = garment.colour, garment.pattern, garment.secondary
     if kind in ("colour", "both"):
         colour = str(rng.choice([c for c in PALETTE if c != garment.colour]))
@@ -102,29 +135,42 @@ def _target(garment: Garment, kind: str, rng: np.random.Generator) -> Garment:
     return dataclasses.replace(garment, colour=colour, pattern=pattern, secondary=secondary)
 
 
-def make_cases(n: int, size: int, seed: int = 0) -> list[EditCase]:
-    """`n` cases from held-out renders at `size` px without a jacket; edit kinds cycle colour, pattern, both."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    rng = np.random.default_rng(seed)
+def make_cases(n: int, size: int, seed: int = 0, sleeve_cases: int = 0) -> list[EditCase]:
+    """`n` cases from held-out renders at `size` px without a jacket, edit kinds cycling colour, pattern, both;
+    then `sleeve_cases` cases that change only the sleeve, on further renders whose garment has another sleeve.
+
+    The first n cases do not depend on `sleeve_cases` (the sleeve cases draw from their own random stream).
+    """
+    if n < 1 or sleeve_cases < 0:
+        raise ValueError(f"need n >= 1 and sleeve_cases >= 0, got n={n}, sleeve_cases={sleeve_cases}")
+    rng, sleeve_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
     cases: list[EditCase] = []
-    for photo_seed in held_out_seeds(20 * n + 20, seed=seed):
+    for photo_seed in held_out_seeds(20 * (n + sleeve_cases) + 20, seed=seed):
         photo = render(photo_seed, size=size)
         garments = photo.attributes.garments()
         slots = [s for s in JUDGED_SLOTS if s in garments]
         if "outerwear" in garments or not slots or int(photo.mask(slots[0]).sum()) < 16:
             continue
-        slot, kind = slots[0], EDIT_KINDS[len(cases) % len(EDIT_KINDS)]
-        target = _target(garments[slot], kind, rng)
-        ideal = render(photo_seed, size=size, attributes=photo.attributes.with_garment(slot, **_changes(target)))
-        cases.append(EditCase(photo_seed, slot, kind, photo, target, ideal, instruction_for(target)))
-        if len(cases) == n:
+        slot = slots[0]
+        if len(cases) < n:
+            kind = EDIT_KINDS[len(cases) % len(EDIT_KINDS)]
+            target = target_for(garments[slot], kind, rng)
+        else:
+            other_sleeves = [s for s in SLEEVES_BY_KIND.get(garments[slot].kind, ()) if s != garments[slot].sleeve]
+            if not other_sleeves:
+                continue
+            kind = "sleeve"
+            target = dataclasses.replace(garments[slot], sleeve=str(sleeve_rng.choice(other_sleeves)))
+        ideal = render(photo_seed, size=size, attributes=photo.attributes.with_garment(slot, **garment_fields(target)))
+        cases.append(EditCase(photo_seed, slot, kind, photo, target, ideal, instruction_for(target, kind == "sleeve")))
+        if len(cases) == n + sleeve_cases:
             return cases
-    raise RuntimeError(f"found only {len(cases)} held-out renders without a jacket for {n} cases")
+    raise RuntimeError(f"found only {len(cases)} held-out renders without a jacket for {n} + {sleeve_cases} cases")
 
 
-def _changes(g: Garment) -> dict[str, Any]:
-    return {"colour": g.colour, "pattern": g.pattern, "secondary": g.secondary}
+def garment_fields(g: Garment) -> dict[str, Any]:
+    """The fields an edit may change, as `Attributes.with_garment` keywords."""
+    return {"colour": g.colour, "pattern": g.pattern, "secondary": g.secondary, "sleeve": g.sleeve}
 
 
 def _grown(mask: torch.Tensor, pixels: int = 1) -> torch.Tensor:
@@ -137,7 +183,7 @@ def _capped_psnr(a: torch.Tensor, b: torch.Tensor, region: torch.Tensor) -> floa
     return min(value, PSNR_CAP_DB)
 
 
-class _Scorer:
+class Scorer:
     """Scores results of the cases with the judges and, when the bundle has one, its DensePose."""
 
     def __init__(self, judge: PatternJudge, densepose: Any, device: torch.device) -> None:
@@ -155,13 +201,18 @@ class _Scorer:
         return probs.argmax(dim=1).cpu()  # [1, H, W]
 
     def score(self, case: EditCase, result: torch.Tensor) -> dict[str, float]:
-        garment = case.garment_mask()
+        """The judges' scores of `result` ([3, H, W] in [0, 1]) against the case's target; sleeve_success is
+        NaN for a case that does not change the sleeve."""
+        garment = case.judged_mask()
         patterned = case.target.pattern != "plain"
         votes = palette_votes(result, garment, mixes=patterned)
+        sleeve_changed = case.target.sleeve != case.photo.attributes.garments()[case.slot].sleeve
         scores = {
             "colour_success": float(colour_matches(votes, case.target.colour, patterned)),
             "pattern_success": float(self.judge.predict(result[None], garment[None])[0] == case.target.pattern),
-            "psnr_outside_mask_db": _capped_psnr(result, case.photo.to_tensor(), ~_grown(garment)),
+            "sleeve_success": float(judge_sleeve(result, case.photo, case.slot) == case.target.sleeve)
+            if sleeve_changed else math.nan,
+            "psnr_outside_mask_db": _capped_psnr(result, case.photo.to_tensor(), ~_grown(case.edit_region())),
             "head_psnr_db": _capped_psnr(result, case.photo.to_tensor(), torch.from_numpy(case.photo.mask("head") | case.photo.mask("hair"))),
             "pose_part_iou": math.nan,
         }
@@ -172,11 +223,45 @@ class _Scorer:
         return scores
 
 
-def _summary(rows: list[dict[str, float]]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
+def bootstrap_ci(
+    values: Sequence[float], level: float = CI_LEVEL, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (resampling cases with replacement, seeded).
+
+    With 24 cases one case moves a success rate by 4 points; the interval says which differences are more than that.
+    """
+    x = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("bootstrap_ci: no finite values")
+    if not 0 < level < 1:
+        raise ValueError(f"bootstrap_ci: level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def pattern_judge(size: int, cache_dir: str | Path | None = None, progress: bool = True) -> PatternJudge:
+    """The pattern judge for `size` px, saying first (one warning) when it must be trained: minutes of CPU."""
+    path = PatternJudge.cache_path(size, cache_dir)
+    if not path.exists():
+        logger.warning(
+            "training the pattern judge for %d px once (about %s on one CPU core); it will be cached at %s",
+            size, JUDGE_TRAINING_TIME, path,
+        )  # fmt: skip
+    return PatternJudge.trained(size, cache_dir=cache_dir, progress=progress)
+
+
+def _summary(rows: list[dict[str, float]], seed: int = 0) -> dict[str, Any]:
+    """Mean of each metric over the cases that have it; rates also get `<rate>_ci95` [low, high] and `<rate>_n`."""
+    out: dict[str, Any] = {}
     for key in METRICS:
         values = [r[key] for r in rows if key in r and not math.isnan(r[key])]
         out[key] = float(np.mean(values)) if values else None
+        if key in RATES:
+            out[f"{key}_ci95"] = list(bootstrap_ci(values, seed=seed)) if values else None
+            out[f"{key}_n"] = len(values)
     return out
 
 
@@ -190,8 +275,11 @@ def run_benchmark(
     progress: bool = True,
     judge_cache: str | None = None,
     grid_path: str | Path | None = None,
+    sleeve_cases: int = 0,
+    inversion_steps: int | None = None,
 ) -> dict[str, Any]:
-    """Run every configuration on `n` cases and return the report (what --json writes)."""
+    """Run every configuration on `n` cases (plus `sleeve_cases` sleeve changes) and return the report (what
+    --json writes); a configuration the bundle or the installation cannot run is listed under 'skipped'."""
     from ficekit.pipeline import FicePipeline
 
     unknown = [c for c in configs if c not in CONFIGS]
@@ -199,19 +287,24 @@ def run_benchmark(
         raise ValueError(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
     pipe = FicePipeline.from_bundle(bundle, device=device)
     size = pipe.resolution
-    cases = make_cases(n, size, seed)
-    judge = PatternJudge.trained(size, cache_dir=judge_cache, progress=progress)
-    scorer = _Scorer(judge, pipe.densepose, pipe.device)
+    cases = make_cases(n, size, seed, sleeve_cases)
+    judge = pattern_judge(size, judge_cache, progress)
+    scorer = Scorer(judge, pipe.densepose, pipe.device)
     iterations = pipe.settings().iterations if iterations is None else iterations
 
     per_case: dict[str, list[dict[str, Any]]] = {"ideal": []}
     for case in cases:
         per_case["ideal"].append(scorer.score(case, case.ideal.to_tensor()) | {"seconds_per_edit": math.nan})
     results: dict[str, list[torch.Tensor]] = {}
+    skipped: dict[str, str] = {}
     for name in configs:
         overrides = dict(CONFIGS[name], iterations=iterations, seed=seed, batch_size=1)
-        if overrides["mask"] == "fice" and pipe.segmenter is None:
-            logger.warning("skipping %s: bundle %s has no segmenter", name, pipe.bundle.name)
+        if overrides.get("inversion", "e4e") != "e4e":
+            overrides["inversion_steps"] = inversion_steps  # None: the method's default
+        reason = _cannot_run(overrides, pipe)
+        if reason is not None:
+            logger.warning("skipping %s: %s", name, reason)
+            skipped[name] = reason
             continue
         rows, images = [], []
         for case in cases:
@@ -224,18 +317,22 @@ def run_benchmark(
         per_case[name] = rows
         results[name] = images
         if progress:
-            print(f"  {name}: {_format_row(_summary(rows))}", file=sys.stderr)
+            print(f"  {name}: {_format_row(_summary(rows, seed))}", file=sys.stderr)
 
     report = {
         "bundle": str(pipe.bundle.root),
         "n": n,
+        "sleeve_cases": sleeve_cases,
         "seed": seed,
+        "ci_level": CI_LEVEL,
         "iterations": iterations,
+        "inversion_steps": inversion_steps,
         "device": str(pipe.device),
         "resolution": size,
         "psnr_cap_db": PSNR_CAP_DB,
         "pattern_judge_held_out_accuracy": judge.accuracy,
-        "configs": {name: {"settings": CONFIGS.get(name, {"renderer": True}), **_summary(rows)} for name, rows in per_case.items()},
+        "configs": {name: {"settings": CONFIGS.get(name, {"renderer": True}), **_summary(rows, seed)} for name, rows in per_case.items()},
+        "skipped": skipped,
         "cases": [
             {"seed": c.seed, "slot": c.slot, "kind": c.kind, "text": c.text,
              "scores": {name: rows[i] for name, rows in per_case.items()}}
@@ -245,6 +342,18 @@ def run_benchmark(
     if grid_path is not None:
         write_grid(grid_path, cases, results)
     return report
+
+
+def _cannot_run(overrides: dict[str, Any], pipe: Any) -> str | None:
+    """Why a configuration cannot run with this bundle and installation (None: it can)."""
+    if overrides.get("mask") == "fice" and pipe.segmenter is None:
+        return f"bundle {pipe.bundle.name} has no segmenter"
+    if overrides.get("inversion", "e4e") != "e4e":
+        try:
+            from ficekit.inversion import invert  # noqa: F401
+        except ImportError as e:
+            return f"inversion {overrides['inversion']!r} needs ficekit.inversion, which is not importable ({e})"
+    return None
 
 
 def write_grid(path: str | Path, cases: Sequence[EditCase], results: dict[str, list[torch.Tensor]]) -> None:
@@ -273,33 +382,38 @@ def _format_row(summary: dict[str, float | None]) -> str:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """The report as a Markdown table: one row per configuration."""
-    header = "| configuration | colour success | pattern success | PSNR outside mask (dB) | head PSNR (dB) | pose IoU | s / edit |"
-    lines = [header, "|" + "---|" * 7]
+    """The report as a Markdown table: one row per configuration; success rates with their 95 % bootstrap
+    interval over cases, e.g. '65 % [46, 83]'; skipped configurations as notes below it."""
+    header = ("| configuration | colour success [95 % CI] | pattern success [95 % CI] | sleeve success [95 % CI] | "
+              "PSNR outside mask (dB) | head PSNR (dB) | pose IoU | s / edit |")  # fmt: skip
+    lines = [header, "|" + "---|" * 8]
     for name, row in report["configs"].items():
         cells = []
         for key in METRICS:
             v = row.get(key)
             if v is None:
                 cells.append("–")
-            elif key.endswith("success"):
-                cells.append(f"{100 * v:.0f} %")
+            elif key in RATES:
+                ci = row.get(f"{key}_ci95")
+                cells.append(f"{100 * v:.0f} %" + (f" [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]" if ci else ""))
             elif key == "seconds_per_edit":
                 cells.append(f"{v:.1f}")
             else:
                 cells.append(f"{v:.2f}" if key == "pose_part_iou" else f"{v:.1f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, reason in report.get("skipped", {}).items():
+        lines.append(f"\nskipped {name}: {reason}")
     return "\n".join(lines)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN and infinities become null (JSON has neither); containers are walked."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -317,17 +431,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
     parser.add_argument("--grid", type=Path, default=None, help="write a PNG grid of the results here")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--sleeve-cases", type=int, default=SLEEVE_CASES,
+                        help=f"sleeve-change cases after the n others (default: {SLEEVE_CASES})")  # fmt: skip
+    parser.add_argument("--inversion-steps", type=int, default=None,
+                        help="steps of the optimize/pti inversions (default: each method's)")  # fmt: skip
+    parser.add_argument("--rounds", type=int, choices=(1, 2), default=1,
+                        help="2: the two-round benchmark (session vs naive chain vs one edit; ficekit.eval.rounds)")  # fmt: skip
+    parser.add_argument("--followup-iterations", type=int, default=None,
+                        help="--rounds 2: steps of the session's follow-up round (default: the bundle's)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.rounds == 2:
+        from ficekit.eval.rounds import run_from_args
+
+        return run_from_args(args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if args.n < 1 or (args.iterations is not None and args.iterations < 0):
-        print("ficekit.eval.synthetic: error: --n must be >= 1 and --iterations >= 0", file=sys.stderr)
+    if args.n < 1 or (args.iterations is not None and args.iterations < 0) or args.sleeve_cases < 0 or (args.inversion_steps or 0) < 0:
+        print("ficekit.eval.synthetic: error: --n must be >= 1; --iterations, --sleeve-cases, --inversion-steps >= 0", file=sys.stderr)
         return 2
     from ficekit.checkpoint_io import CheckpointError
 
     try:
         report = run_benchmark(
             args.bundle, args.n, args.seed, args.iterations, [c.strip() for c in args.configs.split(",") if c.strip()],
-            args.device, progress=not args.quiet, grid_path=args.grid,
+            args.device, progress=not args.quiet, grid_path=args.grid, sleeve_cases=args.sleeve_cases,
+            inversion_steps=args.inversion_steps,
         )  # fmt: skip
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"ficekit.eval.synthetic: error: {e}", file=sys.stderr)
@@ -337,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         from ficekit.checkpoint_io import atomic_write
 
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(_json_safe(report), indent=2, allow_nan=False)
+        text = json.dumps(json_safe(report), indent=2, allow_nan=False)
         atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
     return 0
 

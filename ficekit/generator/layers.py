@@ -12,9 +12,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from stylegan2_ops import bias_act, setup_filter, upfirdn2d
-from stylegan2_ops.bias_act import activation_funcs
-from stylegan2_ops.upfirdn2d import _get_filter_size, _parse_padding
+from stylegan2_ops import activation_funcs, bias_act, filter_size, parse_padding, setup_filter, upfirdn2d
 
 DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)
 
@@ -62,8 +60,8 @@ def conv2d_resample(
         flip_filter: False = convolve with f, True = correlate.
     """
     out_channels, in_channels_per_group, kh, kw = w.shape
-    fw, fh = _get_filter_size(f)
-    px0, px1, py0, py1 = _parse_padding(padding)
+    fw, fh = filter_size(f)
+    px0, px1, py0, py1 = parse_padding(padding)
 
     # Padding that keeps the output aligned after resampling.
     if up > 1:

@@ -17,10 +17,13 @@ import torch
 from ..checkpoint_io import (
     CheckpointError,
     atomic_write,
+    build_checked,
+    check_state_fits,
     load_state_dict_strict,
     load_torch_file,
     require_file,
     require_keys,
+    state_shapes,
 )
 from . import nvlabs_pickle, rosinality
 from .discriminator import Discriminator
@@ -31,47 +34,41 @@ log = logging.getLogger(__name__)
 FORMATS = ("auto", "fice", "nvlabs", "rosinality")
 
 
-def _sniff_format(path: Path) -> str:
-    """'nvlabs' for a plain pickle, else a torch checkpoint: 'fice' or 'rosinality' by its keys."""
+def _sniff_format(path: Path, what: str) -> str:
+    """'nvlabs' for a plain pickle, 'torch' for a torch checkpoint (told apart later by its keys)."""
     with open(path, "rb") as f:
         head = f.read(4)
     if head.startswith(b"PK"):
         return "torch"
     if head[:1] == b"\x80":
         return "nvlabs"
-    raise CheckpointError(f"generator checkpoint: {path} is neither a torch checkpoint nor a pickle")
-
-
-def _build(cls: type[torch.nn.Module], kwargs: Any, path: Path, what: str) -> torch.nn.Module:
-    if not isinstance(kwargs, dict):
-        raise CheckpointError(f"{what}: {path}: init kwargs are a {type(kwargs).__name__}, expected a dict")
-    kwargs = {k: v for k, v in kwargs.items() if k != "class_name"}
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise CheckpointError(f"{what}: {path}: init kwargs {kwargs} do not fit {cls.__name__}: {e}") from e
+    raise CheckpointError(f"{what}: {path} is neither a torch checkpoint nor a pickle")
 
 
 def _ready(module: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
     return module.eval().requires_grad_(False).to(device)
 
 
-def _load_torch_checkpoint(path: Path) -> dict:
+def _load_torch_checkpoint(path: Path, what: str) -> dict:
     # rosinality checkpoints carry their argparse options; allow exactly that class besides tensors.
-    obj = load_torch_file(path, "generator checkpoint", extra_safe_globals=[argparse.Namespace])
+    obj = load_torch_file(path, what, extra_safe_globals=[argparse.Namespace])
     if not isinstance(obj, dict):
-        raise CheckpointError(f"generator checkpoint: {path} holds a {type(obj).__name__}, expected a dict")
+        raise CheckpointError(f"{what}: {path} holds a {type(obj).__name__}, expected a dict")
     return obj
 
 
 def _generator_from_rosinality(ckpt: dict, path: Path, key: str) -> Generator:
     state = ckpt[key]
+    what = "rosinality checkpoint"
     try:
         kwargs = rosinality.infer_generator_kwargs(state)
-        G = Generator(**kwargs)
         converted = rosinality.convert_state_dict(state, kwargs)
     except (KeyError, ValueError) as e:
-        raise CheckpointError(f"rosinality checkpoint: {path}: entry {e} missing or malformed") from e
+        raise CheckpointError(f"{what}: {path}: entry {e} missing or malformed") from e
+    expected = state_shapes(Generator, kwargs, path, what)
+    constructed = {k: v for k, v in expected.items() if k.endswith("resample_filter") or k == "mapping.w_avg"}
+    check_state_fits(expected, {**constructed, **converted}, path, what)  # before allocating anything
+    G = Generator(**kwargs)
     own = G.state_dict()
     for name, value in own.items():  # resample filters are constructed, not stored by rosinality
         if name.endswith("resample_filter"):
@@ -80,7 +77,7 @@ def _generator_from_rosinality(ckpt: dict, path: Path, key: str) -> Generator:
         converted["mapping.w_avg"] = ckpt["latent_avg"].reshape(-1)
     else:
         converted["mapping.w_avg"] = own["mapping.w_avg"]
-    load_state_dict_strict(G, converted, path, "rosinality checkpoint")
+    load_state_dict_strict(G, converted, path, what)
     if "latent_avg" not in ckpt:
         with torch.no_grad():  # truncation needs a mean w; estimate it as NVlabs' tracked average would
             z = torch.randn([10000, G.z_dim], generator=torch.Generator().manual_seed(0))
@@ -106,15 +103,14 @@ def load_generator(
     if format not in FORMATS:
         raise ValueError(f"load_generator: format must be one of {FORMATS}, got {format!r}")
     p = require_file(path, "generator checkpoint")
-    kind = _sniff_format(p) if format == "auto" else format
+    kind = _sniff_format(p, "generator checkpoint") if format == "auto" else format
     if kind == "nvlabs":
         data = nvlabs_pickle.read_network_pickle(p)
         record = nvlabs_pickle.network_record(data, network or "G_ema", p, "Generator")
-        G = _build(Generator, record.init_kwargs, p, "NVlabs network pickle")
-        load_state_dict_strict(G, record.state_dict(), p, "NVlabs network pickle")
+        G = build_checked(Generator, record.init_kwargs, record.state_dict(), p, "NVlabs network pickle")
         return _ready(G, device)
 
-    ckpt = _load_torch_checkpoint(p)
+    ckpt = _load_torch_checkpoint(p, "generator checkpoint")
     if kind == "torch":
         if "G" in ckpt and "G_kwargs" in ckpt:
             kind = "fice"
@@ -128,8 +124,7 @@ def load_generator(
     if kind == "fice":
         key = network or "G"
         require_keys(ckpt, [key, f"{key}_kwargs"], p, "FICE generator checkpoint")
-        G = _build(Generator, ckpt[f"{key}_kwargs"], p, "FICE generator checkpoint")
-        load_state_dict_strict(G, ckpt[key], p, "FICE generator checkpoint")
+        G = build_checked(Generator, ckpt[f"{key}_kwargs"], ckpt[key], p, "FICE generator checkpoint")
         return _ready(G, device)
     key = network or "g_ema"
     require_keys(ckpt, [key], p, "rosinality checkpoint")
@@ -139,15 +134,13 @@ def load_generator(
 def load_discriminator(path: str | os.PathLike, device: torch.device | str = "cpu") -> Discriminator:
     """Load the discriminator of a FICE-format .pt ('D', 'D_kwargs') or an NVlabs snapshot .pkl ('D')."""
     p = require_file(path, "discriminator checkpoint")
-    if _sniff_format(p) == "nvlabs":
+    if _sniff_format(p, "discriminator checkpoint") == "nvlabs":
         record = nvlabs_pickle.network_record(nvlabs_pickle.read_network_pickle(p), "D", p, "Discriminator")
-        D = _build(Discriminator, record.init_kwargs, p, "NVlabs network pickle")
-        load_state_dict_strict(D, record.state_dict(), p, "NVlabs network pickle")
+        D = build_checked(Discriminator, record.init_kwargs, record.state_dict(), p, "NVlabs network pickle")
     else:
-        ckpt = _load_torch_checkpoint(p)
-        require_keys(ckpt, ["D", "D_kwargs"], p, "FICE checkpoint")
-        D = _build(Discriminator, ckpt["D_kwargs"], p, "FICE checkpoint")
-        load_state_dict_strict(D, ckpt["D"], p, "FICE checkpoint")
+        ckpt = _load_torch_checkpoint(p, "discriminator checkpoint")
+        require_keys(ckpt, ["D", "D_kwargs"], p, "FICE discriminator checkpoint")
+        D = build_checked(Discriminator, ckpt["D_kwargs"], ckpt["D"], p, "FICE discriminator checkpoint")
     return _ready(D, device)
 
 

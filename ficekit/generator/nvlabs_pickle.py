@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint_io import CORRUPT_PICKLE_ERRORS, CheckpointError, require_file
+from ..checkpoint_io import CORRUPT_PICKLE_ERRORS, CheckpointError, describe_refusal, require_file
 
 
 class _EasyDict(dict):
@@ -116,8 +116,10 @@ def read_network_pickle(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with open(p, "rb") as f:
             data = _RestrictedUnpickler(f).load()
-    except (pickle.UnpicklingError, RuntimeError, *CORRUPT_PICKLE_ERRORS) as e:
-        raise CheckpointError(f"NVlabs network pickle: cannot read {p}: {e}") from e
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"NVlabs network pickle: cannot read {p}: {describe_refusal(e)}") from e
+    except (RuntimeError, *CORRUPT_PICKLE_ERRORS) as e:
+        raise CheckpointError(f"NVlabs network pickle: cannot read {p}: {' '.join(str(e).split())}") from e
     if not isinstance(data, dict):
         raise CheckpointError(f"NVlabs network pickle: {p} holds a {type(data).__name__}, expected a snapshot dict")
     return data

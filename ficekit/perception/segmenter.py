@@ -356,7 +356,10 @@ class ParserSegmenterView(nn.Module):
 
     def forward(self, images: torch.Tensor) -> FiceSegmentation:
         """FICE's (background, body, head) probabilities [N,3,H,W] for `images` [N,3,H,W] RGB in [0,1]."""
-        masks = self.parser(images)
+        return self.from_masks(self.parser(images))
+
+    def from_masks(self, masks: SegmentationMasks) -> FiceSegmentation:
+        """The view of a parser output already computed (so one perception pass runs the parser once)."""
         probs = torch.cat([masks.merge(*self.class_groups[name]) for name in self.labels], dim=1)
         return FiceSegmentation(probs=probs, labels=self.labels, groups=self.groups)
 

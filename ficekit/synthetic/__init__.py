@@ -4,6 +4,10 @@
     sample = render(7, size=128)                 # image, parsing, densepose (I, U, V), attributes, captions
     edited = sample.attributes.with_garment("upper", colour="red", pattern="stripes_h", secondary="white")
     again = render(7, size=128, attributes=edited)  # same person; only the top's pixels change
+    closer = render(7, size=64, world="v2")      # world v2: upper-body framing, tops about half the frame wide
+
+World versions (WORLD_VERSIONS): 'v1', the default, draws small full-body figures (the first demo bundle was
+trained on it, so it stays pixel-identical); 'v2' frames the upper body like VITON so garments carry patterns.
 
 See world.py for the vocabulary, body.py for the DensePose part numbering, render.py for the CLI.
 """
@@ -25,6 +29,7 @@ from ficekit.synthetic.world import (
     SLEEVES_BY_KIND,
     SLOT_LABELS,
     UPPER_KINDS,
+    WORLD_VERSIONS,
     Attributes,
     Background,
     Garment,
@@ -48,6 +53,7 @@ __all__ = [
     "SLEEVES_BY_KIND",
     "SLOT_LABELS",
     "UPPER_KINDS",
+    "WORLD_VERSIONS",
     "Attributes",
     "Background",
     "DensePoseMaps",

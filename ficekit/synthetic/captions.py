@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ficekit.synthetic.world import Attributes, Garment
+from ficekit.synthetic.world import PALETTE, Attributes, Garment
 
 COLOUR_WORDS: dict[str, tuple[str, ...]] = {
     "grey": ("grey", "gray"),
@@ -104,12 +104,18 @@ class _Writer:
             noun = "long-sleeve tee"
         return noun
 
+    def visible(self) -> list[Garment]:
+        """The garments the picture shows: all in v1; in v2's upper-body framing not the trousers, shorts or skirt."""
+        garments = self.at.garments()
+        return [g for slot, g in garments.items() if self.at.world == "v1" or slot != "lower"]
+
     def details(self, g: Garment, noun: str = "") -> list[str]:
-        """Sleeve and length adjectives worth saying for this garment (and not already in `noun`)."""
+        """Sleeve and length adjectives worth saying for this garment (and not already in `noun`); v2 shows no
+        dress length."""
         out = []
         if g.sleeve is not None and g.kind not in ("tank_top", "sweater", "jacket") and "sleeve" not in noun:
             out.append(self.pick(SLEEVE_WORDS[g.sleeve]))
-        if g.length is not None:
+        if g.length is not None and self.at.world == "v1":
             out.append(self.pick(LENGTH_WORDS[g.length]))
         return out
 
@@ -135,6 +141,9 @@ class _Writer:
 
     def outfit(self) -> str:
         at = self.at
+        if at.world != "v1":  # upper body only: the top or dress, and any jacket over it
+            top = self.garment(at.dress or at.upper, forms=3 if at.outerwear else 4)  # type: ignore[arg-type]
+            return top if at.outerwear is None else f"{self.garment(at.outerwear, forms=3)} over {top}"
         if at.outerwear is None:
             if at.dress is not None:
                 return self.garment(at.dress)
@@ -148,7 +157,7 @@ class _Writer:
         return _article(self.pick(PERSON_WORDS[self.at.presentation]))
 
     def main_garment(self) -> Garment:
-        garments = list(self.at.garments().values())
+        garments = self.visible()
         return garments[int(self.rng.integers(len(garments)))]
 
 
@@ -177,6 +186,8 @@ def _t_single(w: _Writer) -> str:
 
 
 def _t_photo(w: _Writer) -> str:
+    if w.at.world != "v1":  # no shoes in the upper-body framing
+        return f"{w.pick(('a photo of', 'upper-body shot of', 'studio photo of'))} {w.person()} wearing {w.outfit()}"
     shoes = f"{w.colour(w.at.shoes)} {w.pick(('shoes', 'sneakers', 'trainers'))}"
     return f"{w.pick(('a photo of', 'full-body shot of', 'studio photo of'))} {w.person()} wearing {w.outfit()} and {shoes}"
 
@@ -202,7 +213,7 @@ def _t_style(w: _Writer) -> str:
 
 
 def _t_short(w: _Writer) -> str:
-    return ", ".join(_join(w.colour(g.colour), w.noun(g)) for g in w.at.garments().values())
+    return ", ".join(_join(w.colour(g.colour), w.noun(g)) for g in w.visible())
 
 
 TEMPLATES: tuple[Callable[[_Writer], str], ...] = (
@@ -218,3 +229,54 @@ def make_captions(at: Attributes, seed: int, n: int = 6) -> list[str]:
     writer = _Writer(at, rng)
     order = rng.permutation(len(TEMPLATES))[:n]
     return [" ".join(TEMPLATES[i](writer).split()) for i in sorted(order)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Hard negatives: caption pairs that differ in one attribute of the visible top.
+
+CONTRAST_ATTRIBUTES: tuple[str, ...] = ("colour", "pattern", "sleeve")
+# One adjective set per pattern with no word shared between patterns, so a pair always differs.
+CONTRAST_PATTERN_WORDS: dict[str, tuple[str, ...]] = {
+    "plain": ("plain", "solid"),
+    "stripes_h": ("horizontal-striped", "horizontally striped"),
+    "stripes_v": ("vertical-striped", "pinstripe"),
+    "dots": ("polka dot", "dotted", "spotted"),
+    "checks": ("checked", "plaid", "gingham"),
+}
+CONTRAST_TEMPLATES: tuple[str, ...] = ("{}", "a person wearing {}", "a photo of a person in {}")
+
+
+def visible_top(at: Attributes) -> Garment:
+    """The garment that covers the torso in front: the jacket when worn, else the dress or the top."""
+    return at.outerwear or at.dress or at.upper  # type: ignore[return-value]
+
+
+def contrast_captions(at: Attributes, rng: np.random.Generator) -> tuple[str, str, str]:
+    """(positive, negative, attribute): two captions of the person's visible top that differ only in its
+    colour, pattern or sleeve (`attribute`, drawn at random), e.g. "a red striped long-sleeve shirt" and
+    "a red polka dot long-sleeve shirt". A loss that must tell them apart teaches the named attribute, which
+    in-batch negatives (differing in many words at once) do not isolate."""
+    g = visible_top(at)
+    attribute = CONTRAST_ATTRIBUTES[int(rng.integers(len(CONTRAST_ATTRIBUTES)))]
+    colour, pattern, sleeve = g.colour, g.pattern, g.sleeve or "long"
+    if attribute == "colour":
+        others = [c for c in PALETTE if c not in (g.colour, g.secondary)]
+        changed = {"colour": others[int(rng.integers(len(others)))]}
+    elif attribute == "pattern":
+        others = [p for p in CONTRAST_PATTERN_WORDS if p != g.pattern]
+        changed = {"pattern": others[int(rng.integers(len(others)))]}
+    else:
+        others = [s for s in SLEEVE_WORDS if s != sleeve]
+        changed = {"sleeve": others[int(rng.integers(len(others)))]}
+    template = CONTRAST_TEMPLATES[int(rng.integers(len(CONTRAST_TEMPLATES)))]
+    noun = GARMENT_WORDS[g.kind][0]
+    wording = int(rng.integers(6))  # which adjective of a pattern; the same draw for both, so only the change differs
+
+    def phrase(colour: str, pattern: str, sleeve: str) -> str:
+        words = CONTRAST_PATTERN_WORDS[pattern]
+        text = _join(colour_words(colour)[0], words[wording % len(words)], SLEEVE_WORDS[sleeve][0], noun)
+        return template.format(_article(text))
+
+    positive = phrase(colour, pattern, sleeve)
+    negative = phrase(changed.get("colour", colour), changed.get("pattern", pattern), changed.get("sleeve", sleeve))
+    return positive, negative, attribute

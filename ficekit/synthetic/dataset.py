@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ficekit.synthetic.render import render
+from ficekit.synthetic.world import DEFAULT_WORLD, check_world
 
 HELD_OUT_SEED_START = 1_000_000_000
 
@@ -40,9 +41,9 @@ class SyntheticBatch:
         return SyntheticBatch(**move, captions=self.captions, seeds=self.seeds)
 
 
-def render_batch(seeds: Sequence[int], size: int) -> SyntheticBatch:
-    """Render the people of `seeds` at `size` x `size` pixels and stack them."""
-    samples = [render(int(s), size=size) for s in seeds]
+def render_batch(seeds: Sequence[int], size: int, world: str = DEFAULT_WORLD) -> SyntheticBatch:
+    """Render the people of `seeds` in `world` at `size` x `size` pixels and stack them."""
+    samples = [render(int(s), size=size, world=world) for s in seeds]
     return SyntheticBatch(
         images=torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float().div(255),
         parsing=torch.from_numpy(np.stack([s.parsing for s in samples]).astype(np.int64)),
@@ -54,13 +55,14 @@ def render_batch(seeds: Sequence[int], size: int) -> SyntheticBatch:
     )
 
 
-def training_batches(batch_size: int, size: int, seed: int = 0) -> Iterator[SyntheticBatch]:
-    """An endless stream of training batches; seeded, so a run is repeatable."""
+def training_batches(batch_size: int, size: int, seed: int = 0, world: str = DEFAULT_WORLD) -> Iterator[SyntheticBatch]:
+    """An endless stream of training batches of `world`; seeded, so a run is repeatable."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_world(world)
     rng = np.random.default_rng(seed)
     while True:
-        yield render_batch(rng.integers(0, HELD_OUT_SEED_START, size=batch_size).tolist(), size)
+        yield render_batch(rng.integers(0, HELD_OUT_SEED_START, size=batch_size).tolist(), size, world)
 
 
 def held_out_seeds(n: int, seed: int = 0) -> list[int]:

@@ -20,6 +20,8 @@ L = PARSING_LABELS
 SOLE_Y = 0.905  # body units: the bottom of the shoes
 TOP_MARGIN = 0.045  # image fraction above the head top of a full-scale person
 FEET_AT = 0.955  # image fraction where the soles stand
+V2_VIEW_TOP = 0.035  # body units shown above the head top in the v2 (upper-body) framing, at scale 1
+V2_VIEW_BOTTOM = 0.37  # body y at the v2 frame's bottom edge at scale 1 (between waist and hips; a top's hem is at 0.47)
 TOP_HEMS = {"tshirt": 0.47, "shirt": 0.48, "sweater": 0.47, "tank_top": 0.465, "dress": 0.37}
 SKIRT_HEMS = {"mini": 0.56, "knee": 0.665, "midi": 0.77}
 BAND_SHADE = 0.8  # ribbed collars, cuffs and hems; collars and plackets
@@ -263,10 +265,23 @@ def _head(cv: Canvas, body: Body, at: Attributes, skin: Fill, hair: Fill) -> Non
     cv.paint(win, cap, L["hair"], hair, 1.0 - 0.2 * (nx * nx + ny * ny))
 
 
+def framing(at: Attributes) -> tuple[float, float]:
+    """(scale, top): the image fraction per body unit, and the image fraction where body y = 0 (the head top) lies.
+
+    v1 stands a full-body figure on a floor line (`scale` shrinks the person); v2 frames the upper body from
+    above the hair down to V2_VIEW_BOTTOM, VITON-like (`scale` < 1 zooms out, showing more below the hips).
+    """
+    if at.world == "v1":
+        scale = at.scale * (FEET_AT - TOP_MARGIN) / SOLE_Y
+        return scale, FEET_AT - SOLE_Y * scale
+    scale = at.scale / (V2_VIEW_BOTTOM + V2_VIEW_TOP)
+    return scale, V2_VIEW_TOP * scale
+
+
 def draw(at: Attributes, size: int, supersample: int) -> Canvas:
     """Paint `at` on a fresh canvas of `size` pixels per side (anti-aliased by `supersample`)."""
-    scale = at.scale * (FEET_AT - TOP_MARGIN) / SOLE_Y  # image fraction per body unit
-    cv = Canvas(size, supersample, centre_x=0.5 + at.offset_x, top=FEET_AT - SOLE_Y * scale, scale=scale)
+    scale, top = framing(at)  # image fraction per body unit; image fraction of the head top
+    cv = Canvas(size, supersample, centre_x=0.5 + at.offset_x, top=top, scale=scale)
     body = Body(at)
     skin = Fill(_rgb(SKIN_TONES[at.skin]))
     hair = Fill(_rgb(HAIR_COLOURS[at.hair_colour]))

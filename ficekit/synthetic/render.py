@@ -7,6 +7,7 @@ only picks the captions' phrasing).
 
 CLI (writes PNGs and a captions.json to look at):
     python -m ficekit.synthetic.render --seed 0 --size 256 --out /tmp/synthetic --n 16
+    python -m ficekit.synthetic.render --world v2 --size 64 --out /tmp/synthetic-v2 --n 16
 `python -m ficekit.synthetic` runs the same CLI without runpy's RuntimeWarning (which it prints because
 the package imports this module, for `ficekit.synthetic.render`, before running it as a script).
 """
@@ -25,7 +26,14 @@ import numpy as np
 
 from ficekit.synthetic.captions import make_captions
 from ficekit.synthetic.draw import draw
-from ficekit.synthetic.world import PARSING_LABELS, SLOT_LABELS, Attributes, render_attributes
+from ficekit.synthetic.world import (
+    DEFAULT_WORLD,
+    PARSING_LABELS,
+    SLOT_LABELS,
+    WORLD_VERSIONS,
+    Attributes,
+    render_attributes,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -88,14 +96,15 @@ class Sample:
         return self.parsing == PARSING_LABELS[label]
 
 
-def render(seed: int, size: int = 128, attributes: Attributes | None = None, *,
+def render(seed: int, size: int = 128, attributes: Attributes | None = None, *, world: str | None = None,
            supersample: int = DEFAULT_SUPERSAMPLE, n_captions: int = 6) -> Sample:
     """Draw the person for `seed` (or `attributes`, when given) at `size` x `size` pixels.
 
     Args:
         seed: non-negative int; picks the attributes (unless given) and the captions' phrasing.
         size: output side in pixels (>= 16).
-        attributes: a record to draw instead of `render_attributes(seed)`, e.g. an edited one.
+        attributes: a record to draw instead of `render_attributes(seed, world)`, e.g. an edited one.
+        world: a WORLD_VERSIONS entry, the framing; None = the attributes' own, else DEFAULT_WORLD ('v1').
         supersample: samples per pixel side; the image is their box average, the label maps take
             the sample at each pixel's centre (use an odd number so that sample is the exact centre).
         n_captions: how many captions, each from a different template (1-8).
@@ -107,7 +116,9 @@ def render(seed: int, size: int = 128, attributes: Attributes | None = None, *,
     if not isinstance(supersample, (int, np.integer)) or supersample < 1:
         raise ValueError(f"supersample: expected an int >= 1, got {supersample!r}")
     if attributes is None:
-        attributes = render_attributes(seed)
+        attributes = render_attributes(seed, DEFAULT_WORLD if world is None else world)
+    elif world is not None and world != attributes.world:
+        raise ValueError(f"world: {world!r} contradicts the given attributes' world {attributes.world!r}")
     elif not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
     attributes.validate()
@@ -159,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="first seed")
     parser.add_argument("--n", type=int, default=16, help="number of consecutive seeds to render")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels")
+    parser.add_argument("--world", choices=WORLD_VERSIONS, default=DEFAULT_WORLD, help="world version (framing)")
     parser.add_argument("--supersample", type=int, default=DEFAULT_SUPERSAMPLE, help="anti-aliasing samples per pixel side")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--quiet", action="store_true", help="print nothing")
@@ -168,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     records, triples = {}, []
     for seed in range(args.seed, args.seed + args.n):
-        sample = render(seed, args.size, supersample=args.supersample)
+        sample = render(seed, args.size, world=args.world, supersample=args.supersample)
         pictures = (sample.image, colourise_parsing(sample.parsing), colourise_parts(sample.densepose.I))
         for suffix, picture in zip(("", "_parsing", "_densepose"), pictures, strict=True):
             Image.fromarray(picture).save(args.out / f"{seed:06d}{suffix}.png")

@@ -9,6 +9,7 @@ Examples:
   python -m ficekit.synthetic.train --out checkpoints/demo --minutes 60
   python -m ficekit.synthetic.train --out checkpoints/demo --only clip,parser --minutes 10 --device cuda
   python -m ficekit.synthetic.train --out checkpoints/demo --only gan,e4e --minutes 90 --resume
+  python -m ficekit.synthetic.train --out /work/demo-v2 --world v2 --only gan --minutes 120 --threads 1
 """
 
 from __future__ import annotations
@@ -35,16 +36,23 @@ from ficekit.bundle import (
     load_bundle,
     sha256_file,
     write_bundle,
+    write_domain,
 )
 from ficekit.checkpoint_io import atomic_write, load_torch_file
 from ficekit.synthetic.compact import STORAGE_DTYPES, compact_checkpoint
 from ficekit.synthetic.dataset import held_out_seeds
 from ficekit.synthetic.render import render
 from ficekit.synthetic.training import TrainReport, trainer_of
+from ficekit.synthetic.world import DEFAULT_WORLD, WORLD_VERSIONS, check_world
 
 log = logging.getLogger(__name__)
 
 STAGES = ("gan", "e4e", "clip", "densepose", "parser")
+# The bundle roles each stage writes (the GAN co-trains the encoder; the parser's segmenter is a view of it).
+STAGE_ROLES: dict[str, tuple[str, ...]] = {
+    "gan": ("generator", "encoder"), "e4e": ("encoder",), "clip": ("clip",), "densepose": ("densepose",),
+    "parser": ("parser", "segmenter"),
+}  # fmt: skip
 # Share of the time budget each stage gets when all run; the GAN dominates the demo's quality.
 TIME_SHARES = {"gan": 0.55, "e4e": 0.2, "clip": 0.1, "densepose": 0.075, "parser": 0.075}
 RECORDS_FILE = "training-records.json"  # trained roles' records while the bundle is incomplete
@@ -60,9 +68,14 @@ DEMO_DEFAULTS = EditDefaults(iterations=200, mask="auto", stitch="feather", clip
 # 20,000 renders (about 150 s to draw) so the GAN does not see the same people again and again. The e4e
 # stage keeps BatchNorm's moving averages (bn_calibration 0); an earlier comparison with calibration was
 # measured on files whose float16 storage had turned large running variances into inf, and is void.
-DEMO_STAGE_KWARGS: dict[str, dict[str, Any]] = {"gan": {"recon_weight": 10.0, "pool_size": 20_000}}
+# The GAN also writes its files every 15 minutes, so a multi-hour run that is killed resumes (--resume) from there.
+DEMO_STAGE_KWARGS: dict[str, dict[str, Any]] = {
+    "gan": {"recon_weight": 10.0, "pool_size": 20_000, "checkpoint_every_s": 900.0},
+}
 # Stages that can continue from the model file already in the bundle folder (--resume), and that file.
 RESUMABLE = {"gan": "generator.pt", "e4e": "e4e.pt", "clip": "clip.pt"}
+# Held-out renders the demo's domain record is calibrated on, and their seed block (held_out_seeds).
+DOMAIN_RENDERS, DOMAIN_SEED = 1000, 5
 
 
 def _stage_runner(stage: str) -> Callable[..., TrainReport | list[TrainReport]]:
@@ -127,14 +140,14 @@ def _resume_kwargs(stage: str, out_dir: Path, kwargs: dict[str, Any]) -> dict[st
     return resume
 
 
-def _example_seeds(n: int) -> list[int]:
+def _example_seeds(n: int, world: str = DEFAULT_WORLD) -> list[int]:
     """The first `n` held-out seeds whose person wears a plain top and no jacket: the README's example edit
     ("striped cotton shirt") then has a visible garment to restyle."""
     from ficekit.synthetic.world import render_attributes
 
     seeds = []
     for seed in held_out_seeds(50 * n):
-        garments = render_attributes(seed).garments()
+        garments = render_attributes(seed, world).garments()
         if "upper" in garments and "outerwear" not in garments and garments["upper"].pattern == "plain":
             seeds.append(seed)
             if len(seeds) == n:
@@ -142,17 +155,17 @@ def _example_seeds(n: int) -> list[int]:
     raise RuntimeError(f"no {n} held-out people with a plain top among {50 * n} seeds")
 
 
-def _write_examples(out_dir: Path, n: int = 2) -> list[str]:
+def _write_examples(out_dir: Path, n: int = 2, world: str = DEFAULT_WORLD) -> list[str]:
     """Held-out renders (never seen in training) of people in a plain top, as the bundle's example photos."""
     from PIL import Image
 
     names = []
-    for i, seed in enumerate(_example_seeds(n)):
+    for i, seed in enumerate(_example_seeds(n, world)):
         name = f"examples/person{i}.png"
         path = out_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
-            Image.fromarray(render(seed, size=EXAMPLE_SIZE).image).save(path)
+            Image.fromarray(render(seed, size=EXAMPLE_SIZE, world=world).image).save(path)
         names.append(name)
     return names
 
@@ -181,6 +194,27 @@ def _existing(out_dir: Path) -> tuple[dict[str, ModelSpec], dict[str, Any]]:
     return models, training
 
 
+def _recorded_world(record: Any) -> str | None:
+    """The world version a training record names; 'v1' for records from before world versions (which could only
+    be v1), None for a model not trained on renders (train_gan's `data`)."""
+    config = record.get("config") if isinstance(record, dict) else None
+    if not isinstance(config, dict) or config.get("data") == "given":
+        return None
+    return config.get("world") or "v1"
+
+
+def _check_world_of_kept_models(out_dir: Path, training: dict[str, Any], stages: Sequence[str], world: str) -> None:
+    """ValueError when a model this run keeps in out_dir was trained on another world than `world`: a bundle's
+    models must all know the same photos (e.g. an e4e trained on v2 renders for a v1 generator would not)."""
+    retrained = {role for stage in stages for role in STAGE_ROLES[stage]}
+    others = {role: w for role, record in training.items()
+              if role not in retrained and (w := _recorded_world(record)) not in (None, world)}  # fmt: skip
+    if others:
+        kept = ", ".join(f"{role} ({w})" for role, w in sorted(others.items()))
+        raise ValueError(f"{out_dir} holds models trained on another world: {kept}; pass that --world, retrain them, "
+                         f"or use another --out")
+
+
 def _save_records(out_dir: Path, models: dict[str, ModelSpec], training: dict[str, Any], roles: Sequence[str]) -> None:
     """Add `roles`' records to RECORDS_FILE (atomically, merged with what another run may have added)."""
     path = out_dir / RECORDS_FILE
@@ -205,6 +239,8 @@ def train_bundle(
     threads: int | None = None,
     storage: str = "float16",
     resume: bool = False,
+    world: str = DEFAULT_WORLD,
+    domain_renders: int = DOMAIN_RENDERS,
 ) -> Bundle | None:
     """Train `stages` within about `minutes` of wall-clock time and write `out_dir`/bundle.json.
 
@@ -213,7 +249,9 @@ def train_bundle(
     for the run (on a busy machine 1 thread trains several times faster than oversubscribed cores).
     `storage` 'float16' rewrites each trained .pt file with float16 weights (compact.py) before it is hashed.
     `resume` continues each stage from the model file already in `out_dir` (RESUMABLE names the stages that
-    can) instead of training it from scratch.
+    can) instead of training it from scratch. `world` is the synthetic world version every stage trains on
+    (recorded in the provenance; the bundle's example photos are drawn from it too). `domain_renders` held-out
+    renders calibrate the bundle's domain record (ficekit.domain; 0 = write none, >= 20 otherwise).
 
     Returns the bundle, or None while `out_dir` still lacks a required role (another run, e.g. in a second
     process, may train it): the trained roles' records then wait in RECORDS_FILE and the run that completes
@@ -226,12 +264,16 @@ def train_bundle(
         raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
     if minutes <= 0:
         raise ValueError(f"minutes must be > 0, got {minutes}")
+    if domain_renders != 0 and domain_renders < 20:
+        raise ValueError(f"domain_renders must be 0 (no domain record) or >= 20, got {domain_renders}")
+    check_world(world)
     fixed = [s for s in stages if s not in RESUMABLE]
     if resume and fixed:
         raise ValueError(f"--resume: stage(s) {fixed} cannot resume (only {list(RESUMABLE)}); leave them out with --only")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     models, training = _existing(out)
+    _check_world_of_kept_models(out, training, stages, world)
     if "e4e" in stages and "gan" not in stages and "generator" not in models:
         raise ValueError(f"training e4e needs a generator: {out} has none; include the 'gan' stage")
     share_total = sum(TIME_SHARES[s] for s in stages)
@@ -241,7 +283,8 @@ def train_bundle(
         torch.set_num_threads(threads)
     try:
         trained = _run_stages(
-            out, stages, minutes, share_total, models, training, device, seed, progress, stage_kwargs, storage, resume
+            out, stages, minutes, share_total, models, training, device, seed, progress, stage_kwargs, storage, resume,
+            world,
         )
     finally:
         torch.set_num_threads(previous_threads)
@@ -249,6 +292,7 @@ def train_bundle(
         "kind": "demo models trained by ficekit on its synthetic fashion world",
         "created_by": "python -m ficekit.synthetic.train",
         "seed": seed,
+        "world": world,
         "device": str(device),
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
@@ -265,10 +309,27 @@ def train_bundle(
             out, ", ".join(missing), RECORDS_FILE,
         )  # fmt: skip
         return None
-    examples = _write_examples(out)
+    examples = _write_examples(out, world=world)
     bundle = write_bundle(out, models, DEMO_DEFAULTS, provenance, examples, name="demo", overwrite=True)
     (out / RECORDS_FILE).unlink(missing_ok=True)  # bundle.json now holds every record
-    return bundle
+    return _write_domain_record(bundle, world, device, domain_renders) if domain_renders else bundle
+
+
+def _write_domain_record(bundle: Bundle, world: str, device: str, renders: int) -> Bundle:
+    """Calibrate the demo's domain record (ficekit.domain) on `renders` held-out renders of seed block
+    DOMAIN_SEED (disjoint from the synthetic benchmark's block 0) and store it in bundle.json."""
+    from ficekit.domain import DEMO_DESCRIPTION, DEMO_WAY_ON, calibrate, render_photos
+    from ficekit.pipeline import FicePipeline
+
+    pipe = FicePipeline(bundle, device=device)
+    photos = render_photos(renders, DOMAIN_SEED, pipe.resolution, world)
+    command = (
+        f"python -m ficekit.synthetic.train (recalibrate: python -m ficekit.domain_calibrate --bundle {bundle.root} "
+        f"--renders {renders} --seed {DOMAIN_SEED} --write)"
+    )
+    record = calibrate(pipe, photos, DEMO_DESCRIPTION, DEMO_WAY_ON, command=command)
+    log.info("domain record: %s, accepted range [%.3g, %.3g]", record.score, record.low, record.high)
+    return write_domain(bundle.root, record)
 
 
 def _run_stages(
@@ -284,6 +345,7 @@ def _run_stages(
     stage_kwargs: dict[str, dict[str, Any]] | None,
     storage: str = "float16",
     resume: bool = False,
+    world: str = DEFAULT_WORLD,
 ) -> list[str]:
     """Run the stages in STAGES order, recording each trained model's record and provenance; returns the
     roles trained."""
@@ -292,7 +354,8 @@ def _run_stages(
         if stage not in stages:
             continue
         budget_s = 60.0 * minutes * TIME_SHARES[stage] / share_total
-        kwargs = dict(steps=STEP_BACKSTOP, time_budget_s=budget_s, device=device, seed=seed, progress=progress)
+        kwargs = dict(steps=STEP_BACKSTOP, time_budget_s=budget_s, device=device, seed=seed, progress=progress,
+                      world=world)
         kwargs.update(DEMO_STAGE_KWARGS.get(stage, {}))
         kwargs.update((stage_kwargs or {}).get(stage, {}))
         if resume:
@@ -326,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--storage", choices=STORAGE_DTYPES, default="float16", help="weight dtype on disk (default: float16)")
+    parser.add_argument("--world", choices=WORLD_VERSIONS, default=DEFAULT_WORLD,
+                        help=f"synthetic world version to train on (default: {DEFAULT_WORLD}; v2 frames the upper body)")
     parser.add_argument("--resume", action="store_true", help=f"continue {', '.join(RESUMABLE)} from the files in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -334,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bundle = train_bundle(
             args.out, stages, args.minutes, args.device, args.seed, progress=not args.quiet, threads=args.threads,
-            storage=args.storage, resume=args.resume,
+            storage=args.storage, resume=args.resume, world=args.world,
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"ficekit.synthetic.train: error: {e}", file=sys.stderr)

@@ -43,6 +43,7 @@ from ficekit.perception.densepose_checkpoint import save_detectron2_pkl
 from ficekit.shapes import check_shape
 from ficekit.synthetic.dataset import SyntheticBatch, held_out_seeds, render_batch, training_batches
 from ficekit.synthetic.training import Budget, Prefetcher, TrainReport, cosine_factor, forked_rng, set_lr
+from ficekit.synthetic.world import DEFAULT_WORLD, check_world
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +218,7 @@ def train_densepose(
     lr: float = 2e-3,  # Adam learning rate (cosine-decayed to 5% over the budget)
     weights: DensePoseLossWeights | None = None,  # loss weights; None = DensePoseLossWeights()
     eval_images: int = EVAL_IMAGES,  # held-out renders for the metrics; 0 = no metrics beyond the losses
+    world: str = DEFAULT_WORLD,  # synthetic world version of the renders (WORLD_VERSIONS)
 ) -> TrainReport:
     """Train a DensePose chart model on rendered people and write `out_dir`/densepose.pkl.
 
@@ -249,7 +251,8 @@ def train_densepose(
     bar = tqdm(total=steps, desc="training DensePose", disable=not progress)
     start = time.perf_counter()
     budget = Budget(steps, time_budget_s)
-    with Prefetcher(training_batches(batch_size, image_size, seed)) as batches:
+    check_world(world)
+    with Prefetcher(training_batches(batch_size, image_size, seed, world)) as batches:
         while budget.next():
             batch = next(batches).to(device)
             set_lr(optimizer, lr * cosine_factor(budget))
@@ -272,12 +275,12 @@ def train_densepose(
         with forked_rng(device):  # the loader initialises the model randomly before loading
             loaded = load_model("densepose", spec, out, device)
         held_out = [
-            render_batch(held_out_seeds(eval_images)[i : i + 16], image_size) for i in range(0, eval_images, 16)
+            render_batch(held_out_seeds(eval_images)[i : i + 16], image_size, world) for i in range(0, eval_images, 16)
         ]
         metrics |= evaluate_densepose(loaded, held_out)
     logger.info("DensePose metrics: %s", {k: round(v, 4) for k, v in metrics.items()})
     settings = {
-        "batch_size": batch_size, "image_size": image_size, "seed": seed, "lr": lr, "max_steps": steps,
+        "batch_size": batch_size, "image_size": image_size, "seed": seed, "lr": lr, "max_steps": steps, "world": world,
         "time_budget_s": time_budget_s, "loss_weights": asdict(weights), "eval_images": eval_images,
         "device": str(device),
     }  # fmt: skip

@@ -59,6 +59,7 @@ from ficekit.generator import Generator, load_generator, synthesize_01
 from ficekit.regularizers import sample_w
 from ficekit.synthetic.dataset import held_out_seeds, render_batch, training_batches
 from ficekit.synthetic.training import Budget, TrainReport, loop_metrics, lr_factor
+from ficekit.synthetic.world import DEFAULT_WORLD, check_world
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ def train_e4e(
     eval_samples: int = 32,  # held-out generated samples and held-out renders for the metrics
     init_from: str | os.PathLike | None = None,  # start from this e4e file (e.g. the GAN's co-trained one)
     bn_calibration: int = 0,  # renders whose statistics become BatchNorm's running ones at the end; 0 = off
+    world: str = DEFAULT_WORLD,  # synthetic world version of the rendered photos (WORLD_VERSIONS)
 ) -> TrainReport:
     """Train an e4e encoder on `generator_path`'s samples (and renders); write out_dir/e4e.pt; report.
 
@@ -168,6 +170,7 @@ def train_e4e(
     if bn_calibration < 0:
         raise ValueError(f"bn_calibration must be >= 0 (renders), got {bn_calibration}")
     Budget(steps, time_budget_s)  # validates steps / time_budget_s before any work
+    check_world(world)
     start = time.perf_counter()
     out = Path(out_dir)
     G = load_generator(generator_path, device=device)
@@ -185,7 +188,7 @@ def train_e4e(
         "lr": lr, "w_weight": w_weight, "image_weight": image_weight, "w_delta_weight": w_delta_weight,
         "real_fraction": real_fraction, "mixing_prob": mixing_prob, "row_noise": row_noise,
         "max_steps": steps, "time_budget_s": time_budget_s, "init_from": None if init_from is None else str(init_from),
-        "bn_calibration": bn_calibration,
+        "bn_calibration": bn_calibration, "world": world,
     }  # fmt: skip
 
     with torch.random.fork_rng(devices=[]):
@@ -205,7 +208,7 @@ def train_e4e(
         encoder.train()
         optimizer = torch.optim.Adam(encoder.parameters(), lr=lr, betas=(0.9, 0.99))
         rng = torch.Generator().manual_seed(seed)
-        real_stream = training_batches(n_real, size, seed=seed) if n_real else None
+        real_stream = training_batches(n_real, size, seed=seed, world=world) if n_real else None
         losses: list[float] = []
         budget = Budget(steps, time_budget_s)  # the loop's clock starts now, after loading and set-up
         bar = tqdm(total=steps, desc="training e4e", disable=not progress)
@@ -232,7 +235,7 @@ def train_e4e(
         bar.close()
         train_seconds = budget.elapsed
         if bn_calibration:
-            calibrate_batchnorm(encoder, _calibration_batches(bn_calibration, size, seed, device))
+            calibrate_batchnorm(encoder, _calibration_batches(bn_calibration, size, seed, device, world))
 
     spec = ModelSpec(E4E_FILE, "e4e")
     out.mkdir(parents=True, exist_ok=True)
@@ -240,10 +243,10 @@ def train_e4e(
     atomic_write(out / E4E_FILE, lambda tmp: save_e4e(encoder, tmp, extra={"training": {"trainer": TRAINER_ID}}))
     loaded = load_model("encoder", spec, out, device=device)
     with torch.no_grad():
-        probe = render_batch(held_out_seeds(2, seed=99), size).to(device).images
+        probe = render_batch(held_out_seeds(2, seed=99), size, world).to(device).images
         if not torch.allclose(encoder.to(device)(probe), loaded(probe), rtol=1e-4, atol=1e-5):
             raise RuntimeError("train_e4e: the written e4e.pt, read back by the bundle loader, gives other latents")
-    metrics = evaluate_e4e(loaded, G, w_var, seed=seed, n=eval_samples)
+    metrics = evaluate_e4e(loaded, G, w_var, seed=seed, n=eval_samples, world=world)
     metrics |= loop_metrics(losses, budget.step, train_seconds, start)
     logger.info(
         "trained e4e: %d steps in %.1f s (%.2f steps/s); %s",
@@ -252,9 +255,11 @@ def train_e4e(
     return TrainReport("encoder", spec, budget.step, train_seconds, metrics, config)
 
 
-def _calibration_batches(n: int, size: int, seed: int, device: str | torch.device) -> Iterator[torch.Tensor]:
+def _calibration_batches(
+    n: int, size: int, seed: int, device: str | torch.device, world: str = DEFAULT_WORLD
+) -> Iterator[torch.Tensor]:
     """`n` training renders in batches of at most CALIBRATION_BATCH, from a stream apart from training's."""
-    stream = training_batches(CALIBRATION_BATCH, size, seed=seed + 1_000)
+    stream = training_batches(CALIBRATION_BATCH, size, seed=seed + 1_000, world=world)
     for start in range(0, n, CALIBRATION_BATCH):
         yield next(stream).images[: n - start].to(device)
 
@@ -295,7 +300,9 @@ def start_from(encoder: Encoder4Editing, path: str | os.PathLike, device: str | 
 
 
 @torch.no_grad()
-def evaluate_e4e(encoder: nn.Module, G: Generator, w_var: float, seed: int = 0, n: int = 32) -> dict[str, float]:
+def evaluate_e4e(
+    encoder: nn.Module, G: Generator, w_var: float, seed: int = 0, n: int = 32, world: str = DEFAULT_WORLD
+) -> dict[str, float]:
     """Held-out figures of a (frozen) encoder: w and image MSE on G's samples, image MSE on renders.
 
     Generated samples come from a z stream disjoint from training (no mixing); renders from
@@ -311,7 +318,7 @@ def evaluate_e4e(encoder: nn.Module, G: Generator, w_var: float, seed: int = 0, 
     metrics["gen_w_mse"] = w_mse
     metrics["gen_w_nmse"] = w_mse / w_var
     metrics["gen_image_mse"] = float(((synthesize_01(G, pred) - images) ** 2).mean())
-    real = render_batch(held_out_seeds(n, seed), G.img_resolution).images.to(device)
+    real = render_batch(held_out_seeds(n, seed), G.img_resolution, world).images.to(device)
     metrics["real_image_mse"] = float(((synthesize_01(G, encoder(real)) - real) ** 2).mean())
     mean_w = encoder.latent_avg.to(device).expand(1, -1, -1)
     metrics["real_image_mse_mean_w"] = float(((synthesize_01(G, mean_w) - real) ** 2).mean())

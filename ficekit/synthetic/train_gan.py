@@ -58,6 +58,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ from ficekit.synthetic.train_e4e import E4E_FILE as ENCODER_FILE
 from ficekit.synthetic.train_e4e import TRAINER_ID as E4E_TRAINER_ID
 from ficekit.synthetic.train_e4e import default_encoder_kwargs, start_from
 from ficekit.synthetic.training import Budget, TrainReport, trainer_of
+from ficekit.synthetic.world import DEFAULT_WORLD, check_world
 
 logger = logging.getLogger(__name__)
 
@@ -197,12 +199,12 @@ def colour_moment_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 # ----------------------------------------------------------------------------- data
 
 
-def render_pool(n: int, size: int, seed: int = 0, progress: bool = True) -> torch.Tensor:
-    """`n` rendered training people [n, 3, size, size] as uint8 (seeded; training seed range only)."""
+def render_pool(n: int, size: int, seed: int = 0, progress: bool = True, world: str = DEFAULT_WORLD) -> torch.Tensor:
+    """`n` rendered training people of `world` [n, 3, size, size] as uint8 (seeded; training seed range only)."""
     if n < 1:
         raise ValueError(f"render_pool: n must be >= 1, got {n}")
     chunk = min(n, 256)
-    batches = training_batches(chunk, size, seed=seed)
+    batches = training_batches(chunk, size, seed=seed, world=world)
     parts: list[torch.Tensor] = []
     with tqdm(total=n, desc="rendering people", unit="img", disable=not progress) as bar:
         while sum(len(p) for p in parts) < n:
@@ -319,6 +321,11 @@ class _Settings:
     progress: bool
     recon_weight: float
     recon_delta_weight: float
+    checkpoint_every_s: float | None = None
+
+
+# (G_ema, D, encoder or None, steps done, seconds of training, images seen) -> None: writes a checkpoint.
+CheckpointWriter = Callable[[Generator, Discriminator, Encoder4Editing | None, int, float, int], None]
 
 
 def train_gan(
@@ -349,6 +356,8 @@ def train_gan(
     encoder_kwargs: dict[str, Any] | None = None,  # Updates train_e4e.default_encoder_kwargs(G) for that encoder.
     init_from: str | os.PathLike | None = None,  # Resume: G, G_ema and D from this FICE-format generator.pt.
     init_encoder_from: str | os.PathLike | None = None,  # Resume the co-trained encoder from this e4e.pt.
+    world: str = DEFAULT_WORLD,              # Synthetic world version the pool is rendered from (WORLD_VERSIONS).
+    checkpoint_every_s: float | None = None,  # Also write the files every this many training seconds; None = at the end.
 ) -> TrainReport:
     """Train ficekit's StyleGAN2 Generator and Discriminator on rendered people; write out_dir/generator.pt.
 
@@ -369,6 +378,10 @@ def train_gan(
     d_kwargs must be None) and fresh Adam states; `init_encoder_from` does the same for the co-trained
     encoder. The config records what was resumed ('resumed_from': file, steps, kimg, seconds) and the
     metric 'kimg_total' counts the earlier images too.
+
+    Checkpoints (`checkpoint_every_s`): during a long run the files are also written every so often, with a
+    short training record (steps, seconds, kimg, world; config 'checkpoint': True) that `init_from` resumes
+    from, so a run that is killed loses at most that much training.
 
     Raises:
         ValueError: bad sizes or settings.
@@ -394,9 +407,14 @@ def train_gan(
     if recon_weight < 0 or recon_delta_weight < 0:
         raise ValueError(f"train_gan: recon weights must be >= 0, got {recon_weight} and {recon_delta_weight}")
     Budget(steps, time_budget_s)  # validates steps and the time limit before any work
+    check_world(world)
+    if checkpoint_every_s is not None and not checkpoint_every_s > 0:
+        raise ValueError(f"train_gan: checkpoint_every_s must be > 0 or None, got {checkpoint_every_s}")
     if init_encoder_from is not None and not (init_from is not None and recon_weight > 0):
         raise ValueError("train_gan: init_encoder_from resumes the co-trained encoder: it needs init_from and recon_weight > 0")
     start = _Start.read(init_from, init_encoder_from, resolution, g_kwargs, d_kwargs) if init_from is not None else None
+    if start is not None and data is None and start.record.get("world", world) != world:
+        raise ValueError(f"train_gan: init_from {init_from} was trained on world {start.record['world']}; this run renders {world}")
     out = Path(out_dir)
     path = out / OUTPUT_FILE
     _check_replaceable(path)  # fail before training, not after it
@@ -418,12 +436,13 @@ def train_gan(
         progress=progress,
         recon_weight=recon_weight,
         recon_delta_weight=recon_delta_weight,
+        checkpoint_every_s=checkpoint_every_s,
     )
     gk = _merged(DEFAULT_G_KWARGS, g_kwargs) | {"img_resolution": resolution, "img_channels": 3}
     dk = _merged(DEFAULT_D_KWARGS, d_kwargs) | {"img_resolution": resolution, "img_channels": 3}
 
     t0 = time.perf_counter()
-    pool = _check_data(data, resolution) if data is not None else render_pool(pool_size, resolution, seed, progress)
+    pool = _check_data(data, resolution) if data is not None else render_pool(pool_size, resolution, seed, progress, world)
     data_seconds = time.perf_counter() - t0
     logger.info("train_gan: %d training images of %d px ready in %.1f s", len(pool), resolution, data_seconds)
 
@@ -434,7 +453,10 @@ def train_gan(
             torch.set_num_threads(cpu_threads)
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed)
-            G_ema, D, E, steps_done, seconds, metrics = _train(pool.to(dev), gk, dk, dev, settings, encoder_kwargs, start)
+            writer = _checkpoint_writer(out, start, world if data is None else None, settings.seed)
+            G_ema, D, E, steps_done, seconds, metrics = _train(
+                pool.to(dev), gk, dk, dev, settings, encoder_kwargs, start, writer
+            )
     finally:
         torch.set_num_threads(threads)
 
@@ -449,6 +471,7 @@ def train_gan(
         "xflip": False,
         "path_length_reg": False,
         "data": "given" if data is not None else "rendered",
+        "world": None if data is not None else world,
         "pool_size": len(pool),
         "data_seconds": round(data_seconds, 1),
         "cpu_threads": cpu_threads if cpu_threads is not None else threads,
@@ -477,7 +500,8 @@ def train_gan(
     companions: tuple[TrainReport, ...] = ()
     if E is not None:
         encoder_metrics = {"recon_mse": metrics["recon_mse"], "recon_l1": metrics.get("recon_l1", math.nan)}
-        encoder_config = {"trainer": TRAINER_ID, "cotrained_with": OUTPUT_FILE, "encoder_kwargs": dict(E.init_kwargs)}
+        encoder_config = {"trainer": TRAINER_ID, "cotrained_with": OUTPUT_FILE, "encoder_kwargs": dict(E.init_kwargs),
+                          "data": config["data"], "world": config["world"]}
         companions = (TrainReport("encoder", ModelSpec(ENCODER_FILE, "e4e"), steps_done, seconds, encoder_metrics, encoder_config),)
     return TrainReport(
         role="generator",
@@ -520,11 +544,34 @@ class _Start:
         kimg = metrics.get("kimg_total", metrics.get("kimg"))
         record: dict[str, Any] = {"file": str(Path(path).resolve()), "trainer": earlier.get("trainer")}
         record |= {"steps": earlier.get("steps"), "seconds": earlier.get("seconds"), "kimg": kimg}
+        config = earlier.get("config") if isinstance(earlier.get("config"), dict) else {}
+        if config.get("data", "rendered") == "rendered":  # files from before world versions were trained on v1
+            record["world"] = config.get("world") or "v1"
         encoder_file = None
         if encoder_path is not None:
             encoder_file = Path(encoder_path)
             record["encoder_file"] = str(encoder_file.resolve())
         return cls(G, D, encoder_file, record)
+
+
+def _checkpoint_writer(out: Path, start: _Start | None, world: str | None, seed: int) -> CheckpointWriter:
+    """A function that writes generator.pt (and the co-trained e4e.pt) mid-run, resumable like the final files."""
+
+    def write(G_ema: Generator, D: Discriminator, E: Encoder4Editing | None, steps: int, seconds: float, seen: int) -> None:
+        G_copy = copy.deepcopy(G_ema)
+        G_copy.mapping.w_avg.copy_(estimate_w_avg(G_copy, seed=seed + 3))
+        metrics = {"kimg": seen / 1000}
+        if start is not None:
+            metrics["kimg_total"] = metrics["kimg"] + float(start.record["kimg"] or 0.0)
+        config = {"trainer": TRAINER_ID, "checkpoint": True, "data": "rendered" if world else "given", "world": world}
+        record = {"trainer": TRAINER_ID, "steps": steps, "seconds": round(seconds, 1), "metrics": metrics, "config": config}
+        _save(G_copy, D, out / OUTPUT_FILE, record)
+        if E is not None:
+            E_copy = copy.deepcopy(E).cpu().eval()
+            atomic_write(out / ENCODER_FILE, lambda tmp: save_e4e(E_copy, tmp, extra={"training": {"trainer": TRAINER_ID}}))
+        logger.info("train_gan: checkpoint at step %d (%.1f kimg) written to %s", steps, seen / 1000, out / OUTPUT_FILE)
+
+    return write
 
 
 def _build_encoder(G: Generator, overrides: dict[str, Any] | None, dev: torch.device) -> Encoder4Editing:
@@ -550,9 +597,11 @@ def _train(
     s: _Settings,
     encoder_kwargs: dict[str, Any] | None = None,
     start: _Start | None = None,
+    checkpoint: CheckpointWriter | None = None,
 ) -> tuple[Generator, Discriminator, Encoder4Editing | None, int, float, dict[str, float]]:
     """The training loop, under an already seeded global RNG; returns G_ema, D, the co-trained encoder (None
-    when recon_weight is 0), steps, seconds and metrics. `start` resumes from an earlier run's networks."""
+    when recon_weight is 0), steps, seconds and metrics. `start` resumes from an earlier run's networks;
+    `checkpoint` is called every s.checkpoint_every_s seconds of training."""
     G = (start.G if start is not None else Generator(**gk)).train().requires_grad_(False).to(dev)
     D = (start.D if start is not None else Discriminator(**dk)).train().requires_grad_(False).to(dev)
     G_ema = copy.deepcopy(G).eval()
@@ -580,6 +629,7 @@ def _train(
     budget = Budget(s.steps, s.time_budget_s)
     bar = tqdm(total=s.steps, desc="training GAN", unit="step", disable=not s.progress)
     images_seen = 0
+    last_checkpoint = 0.0
     while budget.next():
         step = budget.step
         real = _to_signed(pool[torch.randint(len(pool), [s.batch_size], device=pool.device)])
@@ -625,6 +675,9 @@ def _train(
 
         update_ema(G_ema, G, ema_beta(s.batch_size, s.ema_kimg, s.ema_rampup, images_seen))
         images_seen += s.batch_size
+        if checkpoint is not None and s.checkpoint_every_s and budget.elapsed - last_checkpoint >= s.checkpoint_every_s:
+            checkpoint(G_ema, D, E, step, budget.elapsed, images_seen)
+            last_checkpoint = budget.elapsed
 
         terms = [ld, lg, real_logits.mean(), fake_logits.mean()] + ([rec_l1, rec_delta] if E is not None else [])
         values = torch.stack(terms).detach().tolist()  # one device sync

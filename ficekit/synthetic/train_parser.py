@@ -28,10 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ficekit.bundle import ModelSpec, build_parser_network, load_model
+from ficekit.bundle import ModelSpec, load_model
 from ficekit.checkpoint_io import atomic_write
 from ficekit.instruction import parse_instruction
 from ficekit.masking import CATEGORY_RULES, PARSER_ROLES, build_masks
+from ficekit.perception.parser_networks import build_parser_network
 from ficekit.perception.segmenter import (
     FICE_LABELS,
     INPUT_CONVERSIONS,
@@ -43,7 +44,7 @@ from ficekit.perception.segmenter import (
 )
 from ficekit.synthetic.dataset import SyntheticBatch, held_out_seeds, render_batch, training_batches
 from ficekit.synthetic.training import Budget, Prefetcher, TrainReport, cosine_factor, forked_rng, set_lr
-from ficekit.synthetic.world import PARSING_LABELS
+from ficekit.synthetic.world import DEFAULT_WORLD, PARSING_LABELS, check_world
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +179,7 @@ def train_parser(
     lr: float = 3e-3,  # Adam learning rate (cosine-decayed to 5% over the budget)
     class_weight_power: float = 0.5,  # class weights ∝ frequency ** -power (see class_weights); 0 = plain CE
     eval_images: int = EVAL_IMAGES,  # held-out renders for the metrics; 0 = no metrics beyond the loss
+    world: str = DEFAULT_WORLD,  # synthetic world version of the renders (WORLD_VERSIONS)
 ) -> list[TrainReport]:
     """Train a parser on rendered people, write `out_dir`/parser.pt, and return two reports: the parser's and
     the segmenter view's.
@@ -213,7 +215,8 @@ def train_parser(
     bar = tqdm(total=steps, desc="training parser", disable=not progress)
     start = time.perf_counter()
     budget = Budget(steps, time_budget_s)
-    with Prefetcher(training_batches(batch_size, image_size, seed)) as batches:
+    check_world(world)
+    with Prefetcher(training_batches(batch_size, image_size, seed, world)) as batches:
         while budget.next():
             batch = next(batches).to(device)
             set_lr(optimizer, lr * cosine_factor(budget))
@@ -243,14 +246,14 @@ def train_parser(
     metrics = {"loss": loss.item()}
     if eval_images > 0:
         held_out = [
-            render_batch(held_out_seeds(eval_images)[i : i + 16], image_size) for i in range(0, eval_images, 16)
+            render_batch(held_out_seeds(eval_images)[i : i + 16], image_size, world) for i in range(0, eval_images, 16)
         ]
         metrics |= evaluate_parser(parser, view, held_out)
     logger.info("parser metrics: %s", {k: round(v, 4) for k, v in metrics.items()})
     parser_metrics = {k: v for k, v in metrics.items() if not k.startswith("fice_")}
     view_metrics = {k: v for k, v in metrics.items() if k.startswith("fice_")}
     settings = {
-        "batch_size": batch_size, "image_size": image_size, "seed": seed, "lr": lr, "max_steps": steps,
+        "batch_size": batch_size, "image_size": image_size, "seed": seed, "lr": lr, "max_steps": steps, "world": world,
         "time_budget_s": time_budget_s, "class_weight_power": class_weight_power, "eval_images": eval_images,
         "device": str(device),
     }  # fmt: skip

@@ -84,6 +84,13 @@ HAIR_COLOURS: dict[str, tuple[int, int, int]] = {
 HAIR_STYLES: tuple[str, ...] = ("buzz", "short", "bob", "long", "bun")
 PRESENTATIONS: tuple[str, ...] = ("woman", "man")
 
+# World versions: how a person is framed. 'v1' (the default, which the first demo bundle was trained on) shows
+# small full-body figures: at 64 px a top is about 14 px wide, too small to carry stripes, dots or checks.
+# 'v2' frames the upper body like VITON (head to hips, broader shoulders), so a top spans about half the frame.
+# A record carries its version, so an edited copy (`with_garment`) is drawn with the same framing.
+WORLD_VERSIONS: tuple[str, ...] = ("v1", "v2")
+DEFAULT_WORLD = "v1"
+
 # The parsing map's classes; exactly these names (the editor's auto-masking reads them).
 # 'head' is face and neck skin, including skin showing at a neckline; bare shoulders are 'arms'.
 PARSING_LABELS: dict[str, int] = {
@@ -180,6 +187,7 @@ class Attributes:
     dress: Garment | None  # replaces upper and lower
     outerwear: Garment | None  # open jacket over the top or dress, or None
     shoes: str  # SHOE_COLOURS name
+    world: str = DEFAULT_WORLD  # WORLD_VERSIONS entry: the framing the renderer draws this person with
 
     def garments(self) -> dict[str, Garment]:
         """The garments worn, keyed by slot ('upper', 'lower', 'dress', 'outerwear')."""
@@ -198,6 +206,7 @@ class Attributes:
 
     def validate(self) -> None:
         """Raise ValueError naming the first field that is unknown or inconsistent."""
+        check_world(self.world)
         for name, table in (("presentation", PRESENTATIONS), ("skin", SKIN_TONES), ("hair_style", HAIR_STYLES),
                             ("hair_colour", HAIR_COLOURS), ("shoes", SHOE_COLOURS)):
             if getattr(self, name) not in table:
@@ -208,7 +217,7 @@ class Attributes:
             raise ValueError("attributes: without a dress, both upper and lower garments are required")
         for slot, garment in self.garments().items():
             garment.validate(slot)
-        for name, low, high in (("body_width", 0.7, 1.3), ("scale", 0.7, 1.0), ("offset_x", -0.15, 0.15)):
+        for name, low, high in (("body_width", 0.7, 1.6), ("scale", 0.7, 1.0), ("offset_x", -0.15, 0.15)):
             if not low <= getattr(self, name) <= high:
                 raise ValueError(f"attributes.{name}: expected a value in [{low}, {high}], got {getattr(self, name)}")
         for name, angle in dataclasses.asdict(self.pose).items():
@@ -236,6 +245,9 @@ class Attributes:
 # Sampling.
 
 _PATTERN_WEIGHTS = {"plain": 0.4, "stripes_h": 0.15, "stripes_v": 0.15, "dots": 0.15, "checks": 0.15}
+# v2 tops and dresses carry patterns more often, so the generator sees each pattern on a fifth of them.
+_TOP_PATTERN_WEIGHTS = {"v1": _PATTERN_WEIGHTS, "v2": {"plain": 0.28, "stripes_h": 0.18, "stripes_v": 0.18,
+                                                        "dots": 0.18, "checks": 0.18}}
 _HAIR_WEIGHTS = {
     "woman": {"buzz": 0.0, "short": 0.15, "bob": 0.3, "long": 0.4, "bun": 0.15},
     "man": {"buzz": 0.35, "short": 0.55, "bob": 0.0, "long": 0.1, "bun": 0.0},
@@ -246,6 +258,7 @@ _LOWER_WEIGHTS = {
 }
 _DRESS_PROBABILITY = {"woman": 0.3, "man": 0.0}
 _JACKET_PROBABILITY = 0.2
+_BODY_WIDTHS = {"v1": (0.9, 1.1), "v2": (1.3, 1.55)}  # body_width's range per world
 _MIN_CONTRAST = 110.0  # RGB distance between a pattern's two colours
 
 
@@ -286,16 +299,28 @@ def _background(rng: np.random.Generator) -> Background:
     return Background(top=top, bottom=muted())
 
 
-def render_attributes(seed: int) -> Attributes:
-    """Sample the attributes of the person shown for `seed` (deterministic; no drawing)."""
+def check_world(world: str) -> str:
+    """`world` if it names a world version, else ValueError listing them."""
+    if world not in WORLD_VERSIONS:
+        raise ValueError(f"world: expected one of {WORLD_VERSIONS}, got {world!r}")
+    return world
+
+
+def render_attributes(seed: int, world: str = DEFAULT_WORLD) -> Attributes:
+    """Sample the attributes of the person shown for `seed` in `world` (deterministic; no drawing).
+
+    A seed shows the same person (presentation, skin, hair) and pose in both worlds. v2 draws broader bodies
+    (realistic shoulders), patterned tops more often (so its garments may differ) and is framed closer.
+    """
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+    check_world(world)
     rng = np.random.default_rng([int(seed), 0])
     presentation = _choice(rng, PRESENTATIONS)
     skin = _choice(rng, list(SKIN_TONES))
     hair_style = _pick(rng, _HAIR_WEIGHTS[presentation])
     hair_colour = _choice(rng, list(HAIR_COLOURS))
-    body_width = float(rng.uniform(0.9, 1.1))
+    body_width = float(rng.uniform(*_BODY_WIDTHS[world]))
     scale = float(rng.uniform(0.9, 1.0))
     offset_x = float(rng.uniform(-0.04, 0.04))
     a = rng.uniform(size=8)
@@ -308,9 +333,9 @@ def render_attributes(seed: int) -> Attributes:
     background = _background(rng)
     upper = lower = dress = None
     if rng.uniform() < _DRESS_PROBABILITY[presentation]:
-        dress = sample_garment(rng, "dress")
+        dress = sample_garment(rng, "dress", _TOP_PATTERN_WEIGHTS[world])
     else:
-        upper = sample_garment(rng, _choice(rng, UPPER_KINDS))
+        upper = sample_garment(rng, _choice(rng, UPPER_KINDS), _TOP_PATTERN_WEIGHTS[world])
         lower_kind = _pick(rng, _LOWER_WEIGHTS[presentation])
         lower = sample_garment(rng, lower_kind, {"plain": 0.6, "stripes_h": 0.05, "stripes_v": 0.1, "dots": 0.1, "checks": 0.15})
     outerwear = None
@@ -320,5 +345,5 @@ def render_attributes(seed: int) -> Attributes:
     return Attributes(
         presentation=presentation, skin=skin, hair_style=hair_style, hair_colour=hair_colour,
         body_width=body_width, scale=scale, offset_x=offset_x, pose=pose, background=background,
-        upper=upper, lower=lower, dress=dress, outerwear=outerwear, shoes=shoes,
+        upper=upper, lower=lower, dress=dress, outerwear=outerwear, shoes=shoes, world=world,
     )
