@@ -51,25 +51,19 @@ SPLIT = {
 }
 
 
-def edit_targets(pipe: FicePipeline, photos: list[torch.Tensor], text: str) -> tuple[Any, EditTargets]:
-    """(objective, targets) of an edit with the bundle's default settings: the steps FicePipeline.edit takes
-    before its W+ loop (frame, masks, inversion, objective.prepare)."""
+def edit_targets(pipe: FicePipeline, photos: list[torch.Tensor], text: str) -> tuple[Any, Any, EditTargets]:
+    """(generator, objective, targets) of an edit with the bundle's default settings: the steps
+    FicePipeline.edit takes before its W+ loop (frame, masks, inversion, objective.prepare)."""
     settings = pipe.settings()
     x, _ = pipe.frame(photos)
     masks = pipe.perceive(x, pipe.instructions_for(x, pipe.parse(text, settings), settings), settings)
-    ws_init, _ = pipe.invert(x, settings, settings.seed, progress=False)
+    inversion = pipe.invert(x, settings, settings.seed, progress=False)
     objective = pipe.objective(settings)
-    return objective, objective.prepare(x, masks.keep, [text], ws_init)
+    return inversion.generator, objective, objective.prepare(x, masks.keep, [text], inversion.ws)
 
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _timed_loop(pipe: FicePipeline, objective: Any, targets: EditTargets, config: OptimizeConfig) -> OptimizeResult:
-    if pipe.device.type == "cuda":
-        torch.cuda.synchronize()
-    return optimize_latents(pipe.generator, objective, targets, config, progress=False)
 
 
 # Fast-path variants --compare can time against the eager fp32 reference: name -> OptimizeConfig fields.
@@ -99,7 +93,7 @@ def compare(
 ) -> dict[str, Any]:
     """Eager fp32 against each fast variant on the same targets: speed, agreement, compile cost, memory.
     The top-level numbers are those of the first variant; every variant's are under 'variants'."""
-    objective, targets = edit_targets(pipe, photos, TEXT)
+    generator, objective, targets = edit_targets(pipe, photos, TEXT)
     defaults = pipe.settings()
     base = {"lr": defaults.lr, "schedule": defaults.schedule, "seed": defaults.seed}
     configs = {"eager": OptimizeConfig(iterations=iterations, **base)}
@@ -109,7 +103,7 @@ def compare(
     def run(config: OptimizeConfig) -> OptimizeResult:
         if cuda:
             torch.cuda.synchronize()
-        return optimize_latents(pipe.generator, objective, targets, config, progress=False)
+        return optimize_latents(generator, objective, targets, config, progress=False)
 
     run(OptimizeConfig(iterations=1, **base))  # warm-up (allocator, caches)
     first_seconds, compiled = {}, {}

@@ -142,6 +142,7 @@ class EditDefaults:
     inversion: str = "e4e"  # Photo -> W+ method (e4e = FICE).
     inversion_steps: int | None = None  # Steps of an optimize/pti inversion; None = the method's default.
     followup_iterations: int | None = None  # Steps of a session's follow-up round; None = iterations // 3.
+    compile: str = "off"  # 'off' = eager reference loop; 'auto' = compiled step (minutes to compile on a CPU).
 
     def __post_init__(self) -> None:
         if not isinstance(self.regularizer, str) or not self.regularizer:

@@ -24,6 +24,7 @@ from .framing import Framing, fit_to_square
 from .generator import synthesize_01
 from .inputs import as_photos, check_output_type, convert_output
 from .instruction import Instruction, classify_category, parse_instruction
+from .inversion import Inversion, invert
 from .masking import EditMasks, build_masks
 from .objective import EditTargets, build_objective
 from .optimize import OptimizeConfig, OptimizeResult, SnapshotCallback, optimize_latents
@@ -59,6 +60,7 @@ class EditResult:
     blend_full: blend masks [1, H_i, W_i] at each photo's size, aligned with it.
     names: each photo's name (its path, or images[i]).
     domain_scores: each photo's out-of-domain check (ficekit.domain.DomainScore), empty when not checked.
+    inversion: how the photos were inverted (Inversion.record(): method, steps, seconds, ...; the first batch's).
     """
 
     images: list[Any]
@@ -73,6 +75,8 @@ class EditResult:
     instructions: list[Instruction] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     domain_scores: list[Any] = field(default_factory=list)
+    inversion: dict[str, Any] = field(default_factory=dict)  # how W+ was found (method, steps, seconds, ...)
+    ws_init: torch.Tensor | None = None  # [N, num_ws, w_dim] the inversion's W+, where the optimisation started
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -339,18 +343,14 @@ class FicePipeline:
             )
         return _gather_masks(pieces, len(instructions))
 
-    def invert(self, x: torch.Tensor, settings: EditSettings, seed: int | None, progress: bool) -> tuple[torch.Tensor, nn.Module]:
-        """W+ of framed photos x [N,3,R,R] and the generator to edit in (a tuned copy for 'pti')."""
-        if settings.inversion == "e4e":
-            with torch.no_grad():
-                return self.encoder(x), self.generator
-        from .inversion import invert
-
-        inversion = invert(
-            x, self.generator, self.encoder, method=settings.inversion, steps=settings.inversion_steps,
-            seed=seed, progress=progress,
-        )
-        return inversion.ws, inversion.generator
+    def invert(self, x: torch.Tensor, settings: EditSettings, seed: int | None, progress: bool) -> Inversion:
+        """W+ of framed photos x [N,3,R,R] and the generator to edit in (a tuned copy for 'pti'; the bundle's own
+        generator is never modified), with a record of how (ficekit.inversion.Inversion)."""
+        with torch.no_grad() if settings.inversion == "e4e" else contextlib.nullcontext():
+            return invert(
+                x, self.generator, self.encoder, method=settings.inversion, steps=settings.inversion_steps,
+                seed=seed, progress=progress,
+            )
 
     def optimize(
         self,
@@ -380,7 +380,8 @@ class FicePipeline:
                         text_features = self.clip.encode_text([text])
                 targets = dataclasses.replace(targets, text_features=text_features, ws_init=ws_init)
             config = OptimizeConfig(
-                iterations=iterations or settings.iterations, lr=settings.lr, schedule=settings.schedule, seed=seed
+                iterations=iterations or settings.iterations, lr=settings.lr, schedule=settings.schedule, seed=seed,
+                compile=settings.compile,
             )
             outcome = optimize_latents(
                 generator or self.generator, objective, targets, config, callbacks=callbacks, progress=progress
@@ -429,13 +430,13 @@ class FicePipeline:
         _warn_if_empty(masks, instructions, names)
 
         t = time.perf_counter()
-        ws_init, generator = self.invert(x, settings, seed, progress)
+        inversion = self.invert(x, settings, seed, progress)
         timings["inversion"] = time.perf_counter() - t
 
         t = time.perf_counter()
         outcome, _ = self.optimize(
-            x, masks, instruction.text, ws_init, settings, generator=generator, seed=seed, callbacks=callbacks,
-            progress=progress,
+            x, masks, instruction.text, inversion.ws, settings, generator=inversion.generator, seed=seed,
+            callbacks=callbacks, progress=progress,
         )
         timings["optimize"] = time.perf_counter() - t
         timings["seconds_per_iteration"] = outcome.seconds_per_iteration
@@ -450,7 +451,7 @@ class FicePipeline:
             images=results, generated=outcome.generated.detach().cpu(), masks=_masks_cpu(masks),
             ws=outcome.ws.detach().cpu(), history=outcome.history, timings=timings, instruction=instruction,
             settings=settings, blend_full=blends, instructions=instructions, names=list(names),
-            domain_scores=domain_scores,
+            domain_scores=domain_scores, inversion=inversion.record(), ws_init=inversion.ws.detach().cpu(),
         )
 
     @torch.no_grad()
@@ -519,7 +520,8 @@ def _concat(results: list[EditResult]) -> EditResult:
         masks=masks, ws=torch.cat([r.ws for r in results]), history=history, timings=timings,
         instruction=first.instruction, settings=first.settings, blend_full=[b for r in results for b in r.blend_full],
         instructions=[i for r in results for i in r.instructions], names=[n for r in results for n in r.names],
-        domain_scores=[s for r in results for s in r.domain_scores],
+        domain_scores=[s for r in results for s in r.domain_scores], inversion=first.inversion,
+        ws_init=torch.cat([r.ws_init for r in results]) if all(r.ws_init is not None for r in results) else None,
     )
 
 

@@ -22,6 +22,7 @@ import torch
 from .garment_state import COMMANDS as STATE_COMMANDS
 from .garment_state import GarmentState, StateChange, apply_instruction
 from .inputs import as_photos
+from .inversion import Inversion
 from .masking import EditMasks
 from .outputs import OutputWriter, PhotoOutputs, full_size
 
@@ -103,10 +104,9 @@ class EditSession:
         self.domain_scores = pipe.check_photos(self.x, [self.name]) if check_domain else []
         self._rounds: list[Round] = []
         self._position = 0  # rounds in the current line (history = rounds[:position])
-        self._pivot: tuple[torch.Tensor, torch.nn.Module] | None = None
+        self._pivot: Inversion | None = None
         self._targets: Any = None
         self._masks: tuple[tuple, EditMasks] | None = None
-        self.inversion_seconds = 0.0
 
     # ------------------------------------------------------------------ state
 
@@ -212,10 +212,9 @@ class EditSession:
 
         t = time.perf_counter()
         if self._pivot is None:
-            self._pivot = pipe.invert(self.x, settings, settings.seed, progress)
-            self.inversion_seconds = time.perf_counter() - t
+            self._pivot = pipe.invert(self.x, settings, settings.seed, progress)  # once per session
         timings["inversion"] = time.perf_counter() - t
-        pivot_ws, generator = self._pivot
+        pivot_ws, generator = self._pivot.ws, self._pivot.generator
         warm = previous is not None
         ws_init = previous.ws.to(pipe.device) if warm else pivot_ws
         steps = iterations or (settings.rounds_iterations if warm else settings.iterations)
@@ -242,7 +241,8 @@ class EditSession:
             images=results, generated=outcome.generated.detach().cpu(), masks=_cpu(masks),
             ws=outcome.ws.detach().cpu(), history=outcome.history, timings=timings, instruction=instruction,
             settings=dataclasses.replace(settings, iterations=steps), blend_full=blends, instructions=[instruction],
-            names=[self.name], domain_scores=list(self.domain_scores),
+            names=[self.name], domain_scores=list(self.domain_scores), inversion=self._pivot.record(),
+            ws_init=ws_init.detach().cpu(),
         )
         round_ = Round(
             instruction=text, change=change, state=state, text=composed, result=result, ws=result.ws,
@@ -314,7 +314,7 @@ class EditSession:
             "photo": self.name,
             "bundle": {"name": self.pipe.bundle.name, "root": str(self.pipe.bundle.root)},
             "settings": self.settings,
-            "inversion": {"method": self.settings.inversion, "seconds": self.inversion_seconds},
+            "inversion": self._pivot.record() if self._pivot is not None else {"method": self.settings.inversion},
             "domain": self.domain_scores,
             "rounds": rounds,
         }

@@ -13,12 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .fast_step import COMPILE_CHOICES
+from .inversion import INVERSION_METHODS
 from .regularizers import REGULARIZERS
 from .stitch import STITCH_METHODS
 
 MASK_MODES = ("auto", "fice")
 SCHEDULES = ("constant", "cosine", "rampdown")
-INVERSION_METHODS = ("e4e", "optimize", "pti")
 CATEGORIES = ("upper", "lower", "full", "outerwear")
 MODEL_TERMS = ("clip", "img", "shape", "head_shape")  # objective terms besides the latent regulariser
 FICE_WEIGHTS: dict[str, float] = {"clip": 1.0, "img": 30.0, "shape": 10.0, "head_shape": 1.0, "w_delta": 1.0}
@@ -48,6 +49,7 @@ class EditSettings:
     inversion: str = "e4e"  # photo -> W+: 'e4e' (FICE), 'optimize' or 'pti' (ficekit.inversion)
     inversion_steps: int | None = None  # steps of 'optimize'/'pti'; None = the method's default
     followup_iterations: int | None = None  # steps of a session's follow-up round; None = iterations // 3
+    compile: str = "off"  # 'off' = the eager reference loop; 'auto' = the compiled step (ficekit.fast_step)
 
     def validate(self, force: bool = False) -> EditSettings:
         """Raise ValueError naming the first impossible value; `force` lifts the iteration cap."""
@@ -59,6 +61,8 @@ class EditSettings:
         _check_int("clip_augment", self.clip_augment, 0, MAX_CLIP_AUGMENT)
         if self.inversion_steps is not None:
             _check_int("inversion_steps", self.inversion_steps, 0, MAX_INVERSION_STEPS)
+            if self.inversion == "e4e" and self.inversion_steps:
+                raise ValueError("inversion_steps: e4e is one encoder pass; steps apply to 'optimize' and 'pti'")
         if self.seed is not None:
             _check_int("seed", self.seed, 0, MAX_SEED)
         _check_choice("mask", self.mask, MASK_MODES)
@@ -66,6 +70,7 @@ class EditSettings:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("regularizer", self.regularizer, sorted(REGULARIZERS))
         _check_choice("inversion", self.inversion, INVERSION_METHODS)
+        _check_choice("compile", self.compile, COMPILE_CHOICES)
         if self.category is not None:
             _check_choice("category", self.category, CATEGORIES)
         if not isinstance(self.weights, Mapping):
@@ -105,7 +110,7 @@ def _check_choice(name: str, value: Any, choices: Any) -> None:
 
 BUNDLE_DEFAULT_FIELDS = (
     "iterations", "lr", "weights", "regularizer", "mask", "stitch", "schedule", "clip_augment", "inversion",
-    "inversion_steps", "followup_iterations",
+    "inversion_steps", "followup_iterations", "compile",
 )
 
 
@@ -123,9 +128,12 @@ def edit_settings(defaults: Any, force: bool = False, **overrides: Any) -> EditS
         overrides["weights"] = {**base.weights, **overrides["weights"]}
     keep_none = ("seed", "category", "inversion_steps", "followup_iterations")
     overrides = {k: v for k, v in overrides.items() if v is not None or k in keep_none}
+    given_steps = overrides.get("inversion_steps")
     for name in ("inversion_steps", "followup_iterations"):  # None from a caller means "the bundle's"
         if name in overrides and overrides[name] is None:
             overrides[name] = getattr(base, name)
+    if overrides.get("inversion", base.inversion) != base.inversion and given_steps is None:
+        overrides["inversion_steps"] = None  # the bundle's step count belongs to the bundle's method
     return dataclasses.replace(base, **overrides).validate(force=force)
 
 

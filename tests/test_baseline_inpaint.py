@@ -186,7 +186,7 @@ def test_cli_writes_ficekit_edit_files_and_never_overwrites(
     assert Image.open(out / "me_result.png").size == (44, 60)
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "diffusion-inpainting" and report["settings"]["num_inference_steps"] == STEPS
-    assert report["model"]["pipeline"] == "StableDiffusionInpaintPipeline" and len(report["outputs"]) == 5
+    assert report["model"]["pipeline"] == "StableDiffusionInpaintPipeline" and len(report["outputs"]["me"]) == 5
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert main(args) == 0
     assert {"me_result-1.png", "report-1.json"} <= {p.name for p in out.iterdir()}
@@ -213,4 +213,4 @@ def test_cli_bad_input_exits_2_with_one_line(
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and "Traceback" not in err
-    assert not (tmp_path / "o").exists()
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())  # nothing written

@@ -254,3 +254,12 @@ def test_parse_weights():
     assert parse_weights("clip=1, img=30,") == {"clip": 1.0, "img": 30.0}
     with pytest.raises(ValueError, match="name=value"):
         parse_weights("clip")
+
+
+def test_inversion_choice_is_used_and_recorded(bundle_dir, photo, tmp_path):
+    out = tmp_path / "o"
+    assert main(["--text", "red shirt", "--bundle", str(bundle_dir), "--image", str(photo), "--iterations", "1",
+                 "--inversion", "pti", "--inversion-steps", "2", "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["inversion"] == "pti" and report["inversion"]["method"] == "pti"
+    assert report["inversion"]["steps"] == 2

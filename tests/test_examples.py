@@ -72,3 +72,10 @@ def test_multi_round_session(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "'red t-shirt with white stripes'" in out.replace("\"", "'") or "white stripes" in out
     assert (tmp_path / "report.json").exists()
+
+
+def test_compare_inversions(tmp_path, capsys):
+    _run("compare_inversions.py", "--steps", "2", "--out", str(tmp_path))
+    out = capsys.readouterr().out
+    assert all(f"{m:9} PSNR" in out for m in ("e4e", "optimize", "pti"))
+    assert (tmp_path / "inversions.png").exists()

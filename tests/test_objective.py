@@ -203,7 +203,9 @@ def test_clip_term_with_views_averages_them() -> None:
     for bad in (-1, True, 1.5):
         with pytest.raises(ValueError, match="augment"):
             ClipTerm(clip, augment=bad)
-    objective = build_objective(None, clip, None, None, weights={"clip": 1, "none": 0}, regularizer="none", clip_augment=3)
+    objective = build_objective(
+        None, clip, None, None, weights={"clip": 1, "none": 0}, regularizer="none", clip_augment=3
+    )
     assert objective.terms["clip"].augment == 3
 
 

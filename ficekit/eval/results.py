@@ -48,8 +48,11 @@ def format_value(value: float | None) -> str:
     return "" if value is None else f"{value:.6g}"
 
 
-def _read_rows(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
-    """The complete rows of a metrics file (a last line cut off by an interruption is dropped)."""
+RERUN_HINT = "rerun with the same metric flags (--lpips-backbone, --judge-clip) or use another --out"
+
+
+def _read_rows(path: Path, columns: Sequence[str], hint: str = RERUN_HINT) -> list[dict[str, str]]:
+    """The complete rows of a results file (a last line cut off by an interruption is dropped)."""
     if not path.is_file():
         return []
     text = path.read_text(encoding="utf-8")
@@ -62,24 +65,23 @@ def _read_rows(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
     if header is None:
         return []
     if header != list(columns):
-        raise EvalError(
-            f"{path} has columns {header}, this run writes {list(columns)}; rerun with the same metric flags "
-            f"(--lpips-backbone, --judge-clip) or use another --out"
-        )
+        raise EvalError(f"{path} has columns {header}, this run writes {list(columns)}; {hint}")
     return [dict(zip(columns, row, strict=True)) for row in reader if len(row) == len(columns)]
 
 
-def _rank_files(out: Path) -> list[Path]:
-    files = [p for p in out.glob("metrics.rank*.csv") if re.fullmatch(r"metrics\.rank\d+\.csv", p.name)]
-    return sorted(files, key=lambda p: int(p.name[len("metrics.rank") : -len(".csv")]))
+def _rank_files(out: Path, name: str = "metrics") -> list[Path]:
+    files = [p for p in out.glob(f"{name}.rank*.csv") if re.fullmatch(rf"{re.escape(name)}\.rank\d+\.csv", p.name)]
+    return sorted(files, key=lambda p: int(p.name[len(f"{name}.rank") : -len(".csv")]))
 
 
-def all_rows(out: Path, columns: Sequence[str]) -> list[dict[str, str]]:
-    """Rows of metrics.csv and every rank file, first occurrence of each (image, text, method) kept, sorted."""
+def all_rows(
+    out: Path, columns: Sequence[str], name: str = "metrics", keys: Sequence[str] = KEY_COLUMNS, hint: str = RERUN_HINT
+) -> list[dict[str, str]]:
+    """Rows of <name>.csv and every rank file, first occurrence of each key (image, text, method) kept, sorted."""
     rows: dict[tuple[str, ...], dict[str, str]] = {}
-    for path in [out / "metrics.csv", *_rank_files(out)]:
-        for row in _read_rows(path, columns):
-            rows.setdefault(tuple(row[k] for k in KEY_COLUMNS), row)
+    for path in [out / f"{name}.csv", *_rank_files(out, name)]:
+        for row in _read_rows(path, columns, hint):
+            rows.setdefault(tuple(row[k] for k in keys), row)
     return [rows[key] for key in sorted(rows)]
 
 
@@ -117,15 +119,17 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def merge_rows(out: Path, columns: Sequence[str]) -> list[dict[str, str]]:
-    """Rewrite metrics.csv as the sorted union of itself and the rank files, then remove the rank files."""
-    rows = all_rows(out, columns)
+def merge_rows(
+    out: Path, columns: Sequence[str], name: str = "metrics", keys: Sequence[str] = KEY_COLUMNS, hint: str = RERUN_HINT
+) -> list[dict[str, str]]:
+    """Rewrite <name>.csv as the sorted union of itself and the rank files, then remove the rank files."""
+    rows = all_rows(out, columns, name, keys, hint)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     writer.writerows([row[c] for c in columns] for row in rows)
-    _write_text(out / "metrics.csv", buffer.getvalue())
-    for path in _rank_files(out):
+    _write_text(out / f"{name}.csv", buffer.getvalue())
+    for path in _rank_files(out, name):
         path.unlink()
     return rows
 

@@ -38,15 +38,12 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import datetime
 import logging
 import os
 import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -82,68 +79,12 @@ from ficekit.imageio import read_image, replace_png
 
 __all__ = ["run_evaluation", "main"]
 
+from ficekit.eval.world import World, rank_device
+
 log = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
-BARRIER_TIMEOUT = datetime.timedelta(hours=24)  # ranks finishing early wait at the barrier for the slowest
-
-
-# ---------------------------------------------------------------------------------------------------
-# Distributed runs.
-
-
-@dataclass(frozen=True)
-class _World:
-    """This process's place in a torchrun launch (rank 0 of 1 without one)."""
-
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-    backend: str | None = None  # set when this process started the process group
-
-    @classmethod
-    def from_env(cls) -> _World:
-        try:
-            return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
-        except ValueError as e:
-            raise EvalError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers ({e})") from e
-
-    def start(self, device: torch.device) -> _World:
-        """Join the process group when WORLD_SIZE > 1: nccl on CUDA, gloo on the CPU."""
-        import torch.distributed as dist
-
-        if self.size <= 1 or dist.is_initialized():
-            return self
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend, timeout=BARRIER_TIMEOUT)
-        return dataclasses.replace(self, backend=backend)
-
-    def barrier(self) -> None:
-        import torch.distributed as dist
-
-        if self.size > 1 and dist.is_initialized():
-            if dist.get_backend() == "nccl":
-                dist.barrier(device_ids=[torch.cuda.current_device()])
-            else:
-                dist.barrier()
-
-    def close(self) -> None:
-        import torch.distributed as dist
-
-        if self.backend is not None and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _rank_device(device: str | torch.device, world: _World) -> torch.device:
-    from ficekit.pipeline import resolve_device
-
-    d = resolve_device(device)
-    if d.type == "cuda" and d.index is None and world.size > 1:
-        d = torch.device("cuda", world.local_rank)
-    return d
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -162,7 +103,7 @@ def _edit_all(
     judge_clip: str | None,
     lpips_backbone: str | os.PathLike | None,
     progress: bool,
-    world: _World,
+    world: World,
 ) -> None:
     """Edit and score this rank's units, writing each result and appending its row as soon as it is done."""
     from tqdm.auto import tqdm
@@ -230,8 +171,8 @@ def run_evaluation(
         raise EvalError(f"--iterations must be >= 1, got {iterations}")
     out = Path(out_dir)
     columns = metric_columns(lpips=lpips_backbone is not None, clip=judge_clip is not None)
-    world = _World.from_env()
-    torch_device = _rank_device(device, world)
+    world = World.from_env()
+    torch_device = rank_device(device, world)
     record = {
         "bundle": str(bundle), "iterations": iterations, "seed": seed, "judge_clip": judge_clip,
         "inpaint_model": inpaint_model,

@@ -59,8 +59,8 @@ import numpy as np
 import torch
 
 from ficekit.checkpoint_io import atomic_write
+from ficekit.eval import results
 from ficekit.eval.jobs import EvalError, Job, read_jobs
-from ficekit.eval.results import KEY_COLUMNS as RUN_KEY_COLUMNS
 from ficekit.eval.results import append_row, check_run_record, format_value, metric_columns
 from ficekit.regularizers import REGULARIZERS, Mahalanobis, NoRegularizer
 
@@ -88,6 +88,8 @@ SYNTHETIC_METRICS = (
     "edit_success", "colour_success", "pattern_success", "psnr_outside_mask_db", "generated_psnr_outside_mask_db",
     "head_psnr_db", "pose_part_iou", "w_distance_init", "w_mahalanobis", "seconds",
 )  # fmt: skip
+# ficekit.eval.scoring.Scorer's per-edit scores (photo mode) and the latent ones both modes add.
+PHOTO_SCORES = ("psnr_outside_mask", "ssim_outside_mask", "lpips_outside_mask", "clip_score", "pose_part_iou")
 LATENT_METRICS = ("generated_psnr_outside_mask", "w_distance_init", "w_mahalanobis")
 # The trade-off plot and the paired tests: (preservation on x, edit strength on y) per mode.
 TRADEOFF_AXES = {
@@ -215,47 +217,23 @@ def _row_key(row: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(row[k] for k in KEY_COLUMNS)
 
 
-def read_rows(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
-    """The complete rows of a results file (an unfinished last line of an interrupted write is dropped);
-    SweepError when its header is not `columns`."""
-    if not path.is_file():
-        return []
-    text = path.read_text(encoding="utf-8")
-    if not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if header is None:
-        return []
-    if header != list(columns):
-        raise SweepError(f"{path} has columns {header}, this sweep writes {list(columns)}; use another --out")
-    return [dict(zip(columns, row, strict=True)) for row in reader if len(row) == len(columns)]
-
-
-def _rank_files(out: Path) -> list[Path]:
-    return sorted(out.glob("results.rank*.csv"))
+SWEEP_HINT = "use another --out (this folder holds another sweep's results)"
 
 
 def all_rows(out: Path, columns: Sequence[str]) -> list[dict[str, str]]:
     """Rows of results.csv and every rank file, first of each (case, text, regulariser, weight), sorted."""
-    rows: dict[tuple[str, ...], dict[str, str]] = {}
-    for path in [out / "results.csv", *_rank_files(out)]:
-        for row in read_rows(path, columns):
-            rows.setdefault(_row_key(row), row)
-    return [rows[key] for key in sorted(rows)]
+    try:
+        return results.all_rows(out, columns, name="results", keys=KEY_COLUMNS, hint=SWEEP_HINT)
+    except EvalError as e:
+        raise SweepError(str(e)) from None
 
 
 def merge_rows(out: Path, columns: Sequence[str]) -> list[dict[str, str]]:
     """Rewrite results.csv as the sorted union of itself and the rank files, then remove the rank files."""
-    rows = all_rows(out, columns)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows([row[c] for c in columns] for row in rows)
-    atomic_write(out / "results.csv", lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8"))
-    for path in _rank_files(out):
-        path.unlink()
-    return rows
+    try:
+        return results.merge_rows(out, columns, name="results", keys=KEY_COLUMNS, hint=SWEEP_HINT)
+    except EvalError as e:
+        raise SweepError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -287,9 +265,7 @@ def latent_scores(
     from ficekit.eval.metrics import psnr
 
     x, _ = pipe.frame([photo])
-    # The edit's starting W+, by the pipeline's own inversion (e4e is deterministic; optimize/pti are seeded).
-    ws_init, _ = pipe.invert(x, result.settings, result.settings.seed, progress=False)
-    ws_init = ws_init.float().cpu()
+    ws_init = result.ws_init.float().cpu()  # the edit's starting W+ (its inversion of the photo)
     ws = result.ws.float().cpu()
     mahalanobis = Mahalanobis.from_generator(pipe.generator)  # cached per generator
     generated = result.generated[:1].float().cpu()
@@ -349,9 +325,10 @@ class PhotoScorer:
 
 
 def photo_columns(judge_clip: str | None, lpips_backbone: str | os.PathLike | None) -> list[str]:
-    """The metric columns of a photo-mode sweep: the eval runner's, then the latent ones."""
+    """The metric columns of a photo-mode sweep: the eval runner's per-edit scores (in its order), then the
+    latent ones; per-photo columns of the runner (its domain score) are the same for every configuration."""
     run_columns = metric_columns(lpips=lpips_backbone is not None, clip=judge_clip is not None)
-    return [c for c in run_columns if c not in RUN_KEY_COLUMNS and c != "seconds"] + [*LATENT_METRICS, "seconds"]
+    return [c for c in run_columns if c in PHOTO_SCORES] + [*LATENT_METRICS, "seconds"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -449,7 +426,7 @@ def run_sweep(
     """Edit every case with every regulariser at every weight, appending to OUT/results.csv, then write
     summary.md, summary.csv and tradeoff.png from all rows. Resumes from the rows already there. Returns the
     path of summary.md. Synthetic mode unless `images` and `texts` are given."""
-    from ficekit.eval.run import _rank_device, _World
+    from ficekit.eval.world import World, rank_device
 
     photo_mode = images is not None or texts is not None
     if photo_mode and (images is None or texts is None):
@@ -465,8 +442,8 @@ def run_sweep(
     else:
         cases = []
         columns = [*KEY_COLUMNS, *SYNTHETIC_METRICS]
-    world = _World.from_env()
-    torch_device = _rank_device(device, world)
+    world = World.from_env()
+    torch_device = rank_device(device, world)
     record = {
         "mode": mode, "bundle": str(bundle), "iterations": spec.iterations, "seed": spec.seed,
         "n": None if photo_mode else n, "judge_clip": judge_clip if photo_mode else None,

@@ -324,7 +324,7 @@ def _write_domain_record(bundle: Bundle, world: str, device: str, renders: int) 
     pipe = FicePipeline(bundle, device=device)
     photos = render_photos(renders, DOMAIN_SEED, pipe.resolution, world)
     command = (
-        f"python -m ficekit.synthetic.train (recalibrate: python -m ficekit.domain_calibrate --bundle {bundle.root} "
+        f"python -m ficekit.synthetic.train (recalibrate: python -m ficekit.domain_calibrate --bundle <this folder> "
         f"--renders {renders} --seed {DOMAIN_SEED} --write)"
     )
     record = calibrate(pipe, photos, DEMO_DESCRIPTION, DEMO_WAY_ON, command=command)
