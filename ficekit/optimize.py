@@ -24,11 +24,11 @@ from typing import Protocol
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ficekit.fast_step import COMPILE_CHOICES, COMPILE_MODES, StepFunction, compiler_problem, step_for
 from ficekit.generator import synthesize_01
 from ficekit.objective import EditTargets, Objective
+from ficekit.progress import progress_bar
 from ficekit.shapes import check_shape
 
 logger = logging.getLogger(__name__)
@@ -271,7 +271,7 @@ def _run(
     dtype = PRECISIONS[config.precision]
     autocast = torch.autocast(ws.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     start = time.perf_counter()
-    bar = tqdm(range(steps), desc="optimising W+", disable=not progress)
+    bar = progress_bar(range(steps), desc="optimising W+", disable=not progress)
     for step in bar:
         final = config.fice_final_step and step == steps - 1
         with autocast:

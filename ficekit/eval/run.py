@@ -106,14 +106,14 @@ def _edit_all(
     world: World,
 ) -> None:
     """Edit and score this rank's units, writing each result and appending its row as soon as it is done."""
-    from tqdm.auto import tqdm
+    from ficekit.progress import progress_bar
 
     needed = [label for label in factories if any(u[1] == label for u in units)]
     methods = {label: build_method(label, factories[label], ctx) for label in needed}  # all load before editing
     scorer = build_scorer(ctx, judge_clip, lpips_backbone)
     desc = f"eval rank {world.rank}" if world.size > 1 else "eval"
     photo_key, photo = None, None
-    for job, label in tqdm(units, desc=desc, unit="edit", position=world.rank, disable=not progress, dynamic_ncols=True):
+    for job, label in progress_bar(units, desc=desc, unit="edit", position=world.rank, disable=not progress, dynamic_ncols=True):
         if job.image != photo_key:
             photo_key, photo = job.image, read_image(images_dir / job.image)
             domain = _domain_score(ctx, photo)

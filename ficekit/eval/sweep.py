@@ -373,10 +373,10 @@ def _edit_groups(
     progress: bool,
     rank: int,
 ) -> None:
-    from tqdm.auto import tqdm
+    from ficekit.progress import progress_bar
 
     desc = f"sweep rank {rank}" if rank else "sweep"
-    for case, regularizer, weight, record_at in tqdm(groups, desc=desc, unit="edit", position=rank, disable=not progress, dynamic_ncols=True):
+    for case, regularizer, weight, record_at in progress_bar(groups, desc=desc, unit="edit", position=rank, disable=not progress, dynamic_ncols=True):
         start = time.perf_counter()
         result = _edit(pipe, case, _photo_of(case), spec, regularizer, weight)
         if pipe.device.type == "cuda":

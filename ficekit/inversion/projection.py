@@ -14,9 +14,9 @@ import logging
 import math
 
 import torch
-from tqdm.auto import tqdm
 
 from ficekit.generator import Generator, synthesize_01
+from ficekit.progress import progress_bar
 
 from .losses import ReconstructionLoss
 
@@ -65,7 +65,7 @@ def project(
     optimizer = torch.optim.Adam([w_opt], betas=(0.9, 0.999), lr=lr)
     noise_std = latent_noise * w_spread(G, rng) if latent_noise > 0 else 0.0
     history: list[float] = []
-    for step in tqdm(range(steps), desc="optimize W+", disable=not progress, leave=False):
+    for step in progress_bar(range(steps), desc="optimize W+", disable=not progress, leave=False):
         t = step / steps
         for group in optimizer.param_groups:
             group["lr"] = projector_lr(step, steps, lr)

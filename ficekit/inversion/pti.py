@@ -19,9 +19,9 @@ import logging
 import math
 
 import torch
-from tqdm.auto import tqdm
 
 from ficekit.generator import Generator, synthesize_01, to_01
+from ficekit.progress import progress_bar
 
 from .losses import ReconstructionLoss
 
@@ -78,7 +78,7 @@ def tune_generator(
     locality = ReconstructionLoss(loss.lpips, mse_weight=locality_weight, lpips_weight=locality_weight)
     n = pivot.shape[0]
     history: list[float] = []
-    for step in tqdm(range(steps), desc="tune G (PTI)", disable=not progress, leave=False):
+    for step in progress_bar(range(steps), desc="tune G (PTI)", disable=not progress, leave=False):
         total = loss(synthesize_01(tuned, pivot), photos).mean()
         if locality_weight > 0 and step % locality_interval == 0:
             z = torch.randn([n, G.z_dim], generator=rng).to(pivot.device)
