@@ -13,11 +13,13 @@ session. Needs the optional extra: pip install 'ficekit[app]'.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
 
-EXIT_USAGE = 2
+from ficekit.cli import fail
+
 GRADIO_MAJOR = 6  # the page uses gradio 6's API (launch(css=...), Image(buttons=...))
 
 
@@ -39,9 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+_fail = functools.partial(fail, 'ficekit.app')  # one line on stderr, exit code 2
 
 
 def main(argv: list[str] | None = None) -> int:

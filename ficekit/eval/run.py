@@ -38,6 +38,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -48,6 +49,7 @@ from pathlib import Path
 
 import torch
 
+from ficekit.cli import EXIT_INTERRUPTED, fail
 from ficekit.eval.jobs import EvalError, Job, jobs_for_texts, read_jobs
 from ficekit.eval.methods import (
     METHODS,
@@ -83,8 +85,6 @@ from ficekit.eval.world import World, rank_device
 
 log = logging.getLogger(__name__)
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -239,9 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str) -> int:
-    print(f"ficekit.eval.run: error: {' '.join(message.split())}", file=sys.stderr)
-    return EXIT_USAGE
+_fail = functools.partial(fail, 'ficekit.eval.run')  # one line on stderr, exit code 2
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import importlib
 import io
 import itertools
@@ -59,6 +60,7 @@ import numpy as np
 import torch
 
 from ficekit.checkpoint_io import atomic_write
+from ficekit.cli import fail
 from ficekit.eval import results
 from ficekit.eval.jobs import EvalError, Job, read_jobs
 from ficekit.eval.results import append_row, check_run_record, format_value, metric_columns
@@ -81,7 +83,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EXIT_USAGE = 2
 PSNR_CAP_DB = 100.0  # as ficekit.eval.synthetic: an exactly kept region counts as this in the means
 KEY_COLUMNS = ("case", "text", "regularizer", "weight")
 SYNTHETIC_METRICS = (
@@ -692,9 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str) -> int:
-    print(f"ficekit.eval.sweep: error: {' '.join(str(message).split())}", file=sys.stderr)
-    return EXIT_USAGE
+_fail = functools.partial(fail, 'ficekit.eval.sweep')  # one line on stderr, exit code 2
 
 
 def main(argv: list[str] | None = None) -> int:
