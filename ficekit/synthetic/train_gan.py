@@ -174,16 +174,11 @@ def pixel_fd(a: torch.Tensor, b: torch.Tensor, thumb: int = 8) -> float:
     shape, not texture; with a few hundred images per set its covariance is noisy, so compare it with the
     value between two real sets.
     """
+    from ficekit.eval.metrics import frechet_distance
+
     fa = F.adaptive_avg_pool2d(a.float(), thumb).flatten(1).double().cpu()
     fb = F.adaptive_avg_pool2d(b.float(), thumb).flatten(1).double().cpu()
-    mu_a, mu_b = fa.mean(0), fb.mean(0)
-    cov_a, cov_b = torch.cov(fa.T), torch.cov(fb.T)
-    evals, evecs = torch.linalg.eigh(cov_a)
-    sqrt_a = evecs @ torch.diag(evals.clamp(min=0).sqrt()) @ evecs.T
-    inner = sqrt_a @ cov_b @ sqrt_a
-    tr_sqrt = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()
-    fd = (mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * tr_sqrt
-    return float(fd.clamp(min=0))
+    return frechet_distance(fa.mean(0), torch.cov(fa.T), fb.mean(0), torch.cov(fb.T))
 
 
 def colour_moment_distance(a: torch.Tensor, b: torch.Tensor) -> float:
