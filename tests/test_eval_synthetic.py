@@ -247,3 +247,12 @@ def test_inversion_configurations_run_on_the_same_cases(tmp_path, monkeypatch):
     scores = report["cases"][0]["scores"]
     assert set(scores) == {"ideal", "auto+feather", "auto+feather+optimize", "auto+feather+pti"}
     assert all(scores[name]["seconds_per_edit"] > 0 for name in scores if name != "ideal")
+
+
+def test_cases_come_from_the_world_asked_for():
+    from ficekit.eval.synthetic import make_cases
+
+    v1, v2 = make_cases(2, 64, seed=0), make_cases(2, 64, seed=0, world="v2")
+    assert [c.photo.attributes.world for c in v1] == ["v1", "v1"]
+    assert [c.photo.attributes.world for c in v2] == ["v2", "v2"]
+    assert [c.ideal.attributes.world for c in v2] == ["v2", "v2"]  # the target is drawn in the same framing

@@ -52,7 +52,15 @@ from ficekit.mask_ops import dilate
 from ficekit.synthetic.captions import GARMENT_WORDS, PATTERN_WORDS, colour_words
 from ficekit.synthetic.dataset import held_out_seeds
 from ficekit.synthetic.render import Sample, render
-from ficekit.synthetic.world import PALETTE, PATTERNS, SLEEVES_BY_KIND, Garment, contrasting_colours
+from ficekit.synthetic.world import (
+    DEFAULT_WORLD,
+    PALETTE,
+    PATTERNS,
+    SLEEVES_BY_KIND,
+    WORLD_VERSIONS,
+    Garment,
+    contrasting_colours,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +143,7 @@ def target_for(garment: Garment, kind: str, rng: np.random.Generator) -> Garment
     return dataclasses.replace(garment, colour=colour, pattern=pattern, secondary=secondary)
 
 
-def make_cases(n: int, size: int, seed: int = 0, sleeve_cases: int = 0) -> list[EditCase]:
+def make_cases(n: int, size: int, seed: int = 0, sleeve_cases: int = 0, world: str = DEFAULT_WORLD) -> list[EditCase]:
     """`n` cases from held-out renders at `size` px without a jacket, edit kinds cycling colour, pattern, both;
     then `sleeve_cases` cases that change only the sleeve, on further renders whose garment has another sleeve.
 
@@ -146,7 +154,7 @@ def make_cases(n: int, size: int, seed: int = 0, sleeve_cases: int = 0) -> list[
     rng, sleeve_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
     cases: list[EditCase] = []
     for photo_seed in held_out_seeds(20 * (n + sleeve_cases) + 20, seed=seed):
-        photo = render(photo_seed, size=size)
+        photo = render(photo_seed, size=size, world=world)
         garments = photo.attributes.garments()
         slots = [s for s in JUDGED_SLOTS if s in garments]
         if "outerwear" in garments or not slots or int(photo.mask(slots[0]).sum()) < 16:
@@ -242,15 +250,17 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
-def pattern_judge(size: int, cache_dir: str | Path | None = None, progress: bool = True) -> PatternJudge:
-    """The pattern judge for `size` px, saying first (one warning) when it must be trained: minutes of CPU."""
-    path = PatternJudge.cache_path(size, cache_dir)
+def pattern_judge(
+    size: int, cache_dir: str | Path | None = None, progress: bool = True, world: str = DEFAULT_WORLD
+) -> PatternJudge:
+    """The pattern judge for `size` px of `world`, saying first (one warning) when it must be trained: minutes of CPU."""
+    path = PatternJudge.cache_path(size, cache_dir, world)
     if not path.exists():
         logger.warning(
             "training the pattern judge for %d px once (about %s on one CPU core); it will be cached at %s",
             size, JUDGE_TRAINING_TIME, path,
         )  # fmt: skip
-    return PatternJudge.trained(size, cache_dir=cache_dir, progress=progress)
+    return PatternJudge.trained(size, cache_dir=cache_dir, progress=progress, world=world)
 
 
 def _summary(rows: list[dict[str, float]], seed: int = 0) -> dict[str, Any]:
@@ -277,6 +287,7 @@ def run_benchmark(
     grid_path: str | Path | None = None,
     sleeve_cases: int = 0,
     inversion_steps: int | None = None,
+    world: str | None = None,  # the world of the test photos; None = the bundle's (its provenance), else v1
 ) -> dict[str, Any]:
     """Run every configuration on `n` cases (plus `sleeve_cases` sleeve changes) and return the report (what
     --json writes); a configuration the bundle or the installation cannot run is listed under 'skipped'."""
@@ -287,8 +298,9 @@ def run_benchmark(
         raise ValueError(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
     pipe = FicePipeline.from_bundle(bundle, device=device)
     size = pipe.resolution
-    cases = make_cases(n, size, seed, sleeve_cases)
-    judge = pattern_judge(size, judge_cache, progress)
+    world = world or pipe.bundle.provenance.get("world", DEFAULT_WORLD)
+    cases = make_cases(n, size, seed, sleeve_cases, world)
+    judge = pattern_judge(size, judge_cache, progress, world)
     scorer = Scorer(judge, pipe.densepose, pipe.device)
     iterations = pipe.settings().iterations if iterations is None else iterations
 
@@ -323,6 +335,7 @@ def run_benchmark(
         "bundle": str(pipe.bundle.root),
         "n": n,
         "sleeve_cases": sleeve_cases,
+        "world": world,
         "seed": seed,
         "ci_level": CI_LEVEL,
         "iterations": iterations,
@@ -424,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--n", type=int, default=24, help="edit cases (default: 24)")
     parser.add_argument("--seed", type=int, default=0, help="picks the held-out photos and targets (default: 0)")
+    parser.add_argument("--world", choices=WORLD_VERSIONS, default=None,
+                        help="world of the test photos (default: the bundle's, as its provenance records)")  # fmt: skip
     parser.add_argument("--bundle", default="demo", help="bundle name or folder (default: demo)")
     parser.add_argument("--iterations", type=int, default=None, help="optimisation steps (default: the bundle's)")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configurations (default: all)")
@@ -454,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         report = run_benchmark(
             args.bundle, args.n, args.seed, args.iterations, [c.strip() for c in args.configs.split(",") if c.strip()],
             args.device, progress=not args.quiet, grid_path=args.grid, sleeve_cases=args.sleeve_cases,
-            inversion_steps=args.inversion_steps,
+            inversion_steps=args.inversion_steps, world=args.world,
         )  # fmt: skip
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"ficekit.eval.synthetic: error: {e}", file=sys.stderr)
