@@ -21,13 +21,7 @@ from ficekit.synthetic import render
 from ficekit.synthetic.dataset import held_out_seeds
 from ficekit.synthetic.world import SLEEVES_BY_KIND
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _judged(seed: int, world: str = "v2"):  # noqa: ANN202 - (Sample, slot) or None

@@ -33,13 +33,7 @@ TINY = {
 FAST = {"batch_size": 4, "progress": False, "model_config": TINY, "eval_samples": 8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train several times faster on one thread than on two (and leave a core to others)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_writes_a_clip_that_the_bundle_loads_with_the_same_features(tmp_path: Path) -> None:

@@ -31,13 +31,7 @@ TINY_E = {"units": [1, 1, 1, 1], "channels": [16, 16, 16, 16]}
 FAST = {"batch_size": 4, "progress": False, "encoder_kwargs": TINY_E, "eval_samples": 4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train several times faster on one thread than on two (and leave a core to others)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

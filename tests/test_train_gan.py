@@ -33,13 +33,7 @@ TINY_D = {"channel_base": 128, "channel_max": 16}
 TINY = {"g_kwargs": TINY_G, "d_kwargs": TINY_D, "progress": False, "n_eval": 32}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions gain nothing from intra-op threads, and on a shared machine threads make them crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _softplus(x: float) -> float:
