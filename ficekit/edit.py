@@ -110,7 +110,7 @@ class _Job:
         self.groups: list[PhotoOutputs] = []
 
     def kept(self) -> str:
-        files = sum(len(g.files) for g in self.groups)
+        files = sum(path.exists() for group in self.groups for path in group.files.values())  # after any rollback
         return f"{files} file(s) kept in {self.args.out}" if files else "nothing written"
 
     def run(self) -> int:
@@ -157,8 +157,7 @@ class _Job:
             photos, text, names=names, progress=not args.quiet, check_domain=not args.force, force=args.force,
             **settings_dict(settings),
         )
-        writer = OutputWriter(out)
-        try:
+        with OutputWriter(out) as writer:  # removes what it wrote on a failure
             for i, path in enumerate(paths):
                 generated, masks = full_size(result, i, photos[i])
                 group = writer.photo(path.stem, photos[i], result.images[i], masks, generated)
@@ -182,10 +181,6 @@ class _Job:
                 "outputs": {g.name: g.files for g in self.groups},
             }
             report_path = writer.json(report)
-        except BaseException:
-            writer.rollback()
-            self.groups.clear()
-            raise
         self.say(f"edited {len(paths)} photo(s) with {text!r} in {result.timings['total']:.1f} s; wrote:")
         for line in describe_written(self.groups, [report_path]):
             self.say(line)
@@ -197,8 +192,7 @@ class _Job:
 
         args = self.args
         reports = []
-        writer = OutputWriter(out)
-        try:
+        with OutputWriter(out) as writer:  # removes what it wrote on a failure
             for path, photo in zip(paths, photos, strict=True):
                 session = pipe.session(photo, name=str(path), check_domain=not args.force, force=args.force,
                                        **settings_dict(settings))
@@ -216,10 +210,6 @@ class _Job:
                     self.groups.append(group)
                 reports.append(session.report(session_groups))
             report_path = writer.json({"texts": texts, "sessions": reports, "device": str(pipe.device)})
-        except BaseException:
-            writer.rollback()
-            self.groups.clear()
-            raise
         self.say(f"edited {len(paths)} photo(s) in {len(texts)} round(s); wrote:")
         for line in describe_written(self.groups, [report_path]):
             self.say(line)

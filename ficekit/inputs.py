@@ -119,18 +119,12 @@ def input_paths(images: Sequence[Path] | None, input_dir: Path | None, bundle: A
 def read_photos(paths: Sequence[Path], tolerant: bool) -> tuple[list[Path], list[torch.Tensor], list[tuple[Path, str]]]:
     """Read every photo: (paths read, photos, skipped (path, reason)). With `tolerant` (a folder) an unreadable
     photo is skipped and reported instead of ending the run; with none readable, ImageReadError."""
-    kept, photos, skipped = [], [], []
-    for path in paths:
-        try:
-            photos.append(imageio.read_image(path))
-            kept.append(Path(path))
-        except imageio.ImageReadError as e:
-            if not tolerant:
-                raise
-            skipped.append((Path(path), str(e)))
-    if not photos:
+    if not tolerant:
+        return [Path(p) for p in paths], [imageio.read_image(p) for p in paths], []
+    read, skipped = imageio.read_images_tolerant(paths)
+    if not read:
         raise imageio.ImageReadError("no readable image: " + "; ".join(reason for _, reason in skipped))
-    return kept, photos, skipped
+    return [path for path, _ in read], [photo for _, photo in read], skipped
 
 
 def convert_output(images: list[torch.Tensor], output_type: str) -> list[Any]:
@@ -140,10 +134,15 @@ def convert_output(images: list[torch.Tensor], output_type: str) -> list[Any]:
     if output_type == "np":
         return [image.permute(1, 2, 0).numpy().astype(np.float32) for image in images]
     if output_type == "pil":
-        from PIL import Image
-
-        return [Image.fromarray(imageio.to_uint8(image)) for image in images]
+        return [to_pil(image) for image in images]
     raise ValueError(f"output_type must be one of {list(OUTPUT_TYPES)}, got {output_type!r}")
+
+
+def to_pil(image: torch.Tensor) -> Any:
+    """A [3|1,H,W] image in [0,1] as an RGB PIL image."""
+    from PIL import Image
+
+    return Image.fromarray(imageio.to_uint8(image))
 
 
 def check_output_type(output_type: str) -> str:

@@ -15,6 +15,7 @@ constants for the optimisation (the auto masks are thresholded, so they carry no
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -221,6 +222,10 @@ class EditMasks:
     blend: torch.Tensor
     category: str | None
     mode: str
+
+    def cpu(self) -> EditMasks:
+        """The same masks on the CPU (results leave the device the edit ran on)."""
+        return dataclasses.replace(self, edit=self.edit.cpu(), keep=self.keep.cpu(), blend=self.blend.cpu())
 
 
 def fice_masks(fice: FiceSegmentation, category: str | None = None) -> EditMasks:

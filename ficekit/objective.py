@@ -19,6 +19,7 @@ total = Σ weight·term. Latent regularisers live in ficekit.regularizers and ar
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -377,6 +378,25 @@ class Objective(nn.Module):
             head=fields.get("head"),
             text_features=fields.get("text_features"),
             ws_init=ws_init.detach(),
+        )
+
+    @torch.no_grad()
+    def retarget(
+        self,
+        targets: EditTargets,  # an earlier round's targets: its photo-side fields are kept
+        texts: str | Sequence[str] | None,  # the new edit text(s)
+        ws_init: torch.Tensor,  # [N,num_ws,w_dim] the new starting W+
+        keep_mask: torch.Tensor | None = None,  # a new keep mask (the garment region changed); None = keep it
+    ) -> EditTargets:
+        """Targets for a follow-up edit of the same photo: only the text features (and start, keep mask) change, so
+        the preservation terms stay held to the original photo and its perception is not run again."""
+        text_features = targets.text_features
+        for name in self.active:
+            if isinstance(self.terms[name], ClipTerm):
+                text_features = self.terms[name].prepare(targets.photo, texts)["text_features"]
+        return dataclasses.replace(
+            targets, text_features=text_features, ws_init=ws_init.detach(),
+            keep_mask=targets.keep_mask if keep_mask is None else keep_mask.detach(),
         )
 
     def forward(self, generated: torch.Tensor, ws: torch.Tensor, targets: EditTargets) -> ObjectiveValue:

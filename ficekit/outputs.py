@@ -53,7 +53,8 @@ class PhotoOutputs:
 
 
 class OutputWriter:
-    """Writes PNGs and reports into one folder; `rollback()` removes everything it wrote (on a failure)."""
+    """Writes PNGs and reports into one folder; `rollback()` removes everything it wrote, as leaving a
+    `with OutputWriter(out) as writer:` block with an exception does (no partial outputs)."""
 
     def __init__(self, out: str | os.PathLike) -> None:
         self.out = Path(out)
@@ -75,6 +76,14 @@ class OutputWriter:
             raise OutputError(f"could not write {self.out / filename}: {e.strerror or e}") from None
         self.written.append(path)
         return path
+
+    def __enter__(self) -> OutputWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
+        """Leaving with an exception (a failed write, Ctrl-C) removes every file this writer wrote."""
+        if kind is not None:
+            self.rollback()
 
     def rollback(self) -> None:
         """Remove the files this writer wrote (best effort; a file that cannot be removed is left)."""

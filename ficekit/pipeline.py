@@ -368,17 +368,13 @@ class FicePipeline:
         targets: EditTargets | None = None,
     ) -> tuple[OptimizeResult, EditTargets]:
         """Optimise W+ from `ws_init` under the objective for `text`; `targets` from an earlier round keep the
-        original photo's preservation targets (only the text features and the start change)."""
+        original photo's preservation targets (Objective.retarget: the text, the start and the keep mask change)."""
         objective = self.objective(settings)
         with seeded(seed, self.device):
             if targets is None:
                 targets = objective.prepare(x, masks.keep, [text], ws_init)
             else:
-                text_features = targets.text_features
-                if text_features is not None:
-                    with torch.no_grad():
-                        text_features = self.clip.encode_text([text])
-                targets = dataclasses.replace(targets, text_features=text_features, ws_init=ws_init)
+                targets = objective.retarget(targets, [text], ws_init, masks.keep)
             config = OptimizeConfig(
                 iterations=iterations or settings.iterations, lr=settings.lr, schedule=settings.schedule, seed=seed,
                 compile=settings.compile,
@@ -448,7 +444,7 @@ class FicePipeline:
         timings["stitch"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_start
         return EditResult(
-            images=results, generated=outcome.generated.detach().cpu(), masks=_masks_cpu(masks),
+            images=results, generated=outcome.generated.detach().cpu(), masks=masks.cpu(),
             ws=outcome.ws.detach().cpu(), history=outcome.history, timings=timings, instruction=instruction,
             settings=settings, blend_full=blends, instructions=instructions, names=list(names),
             domain_scores=domain_scores, inversion=inversion.record(), ws_init=inversion.ws.detach().cpu(),
@@ -489,10 +485,6 @@ def _warn_if_empty(masks: EditMasks, instructions: Sequence[Instruction], names:
                 "%s: no %s region was found for %r, so the result equals the photo; try --category or --mask fice",
                 names[i], instructions[i].category or "garment", instructions[i].text,
             )
-
-
-def _masks_cpu(masks: EditMasks) -> EditMasks:
-    return dataclasses.replace(masks, edit=masks.edit.cpu(), keep=masks.keep.cpu(), blend=masks.blend.cpu())
 
 
 def _concat(results: list[EditResult]) -> EditResult:

@@ -21,7 +21,7 @@ import torch
 
 from .garment_state import COMMANDS as STATE_COMMANDS
 from .garment_state import GarmentState, StateChange, apply_instruction
-from .inputs import as_photos
+from .inputs import as_photos, to_pil
 from .inversion import Inversion
 from .masking import EditMasks
 from .outputs import OutputWriter, PhotoOutputs, full_size
@@ -34,14 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COMMANDS = tuple(STATE_COMMANDS)  # undo, redo, reset: handled by the session, not as garment changes
-
-
-def _pil(image: torch.Tensor) -> Image:
-    from PIL import Image as PILImage
-
-    from .imageio import to_uint8
-
-    return PILImage.fromarray(to_uint8(image))
 
 
 @dataclass
@@ -73,12 +65,12 @@ class Round:
     @property
     def image(self) -> Image:
         """The result as a PIL image at the photo's size."""
-        return _pil(self.result.images[0])
+        return to_pil(self.result.images[0])
 
     @property
     def mask(self) -> Image:
         """The blend mask (white = repainted) as a PIL image at the photo's size."""
-        return _pil(self.result.blend_full[0])
+        return to_pil(self.result.blend_full[0])
 
 
 class EditSession:
@@ -133,7 +125,7 @@ class EditSession:
     @property
     def image(self) -> Image:
         """`result` as a PIL image."""
-        return _pil(self.result)
+        return to_pil(self.result)
 
     @property
     def can_undo(self) -> bool:
@@ -219,13 +211,10 @@ class EditSession:
         ws_init = previous.ws.to(pipe.device) if warm else pivot_ws
         steps = iterations or (settings.rounds_iterations if warm else settings.iterations)
 
-        targets = self._targets
-        if targets is not None and rebuilt:
-            targets = dataclasses.replace(targets, keep_mask=masks.keep)  # still the original photo, new region
         t = time.perf_counter()
         outcome, self._targets = pipe.optimize(
             self.x, masks, composed, ws_init, settings, generator=generator, iterations=steps, seed=settings.seed,
-            callbacks=callbacks, progress=progress, targets=targets,
+            callbacks=callbacks, progress=progress, targets=self._targets,  # the original photo's, from round 1
         )
         timings["optimize"] = time.perf_counter() - t
         timings["seconds_per_iteration"] = outcome.seconds_per_iteration
@@ -238,7 +227,7 @@ class EditSession:
         from .pipeline import EditResult
 
         result = EditResult(
-            images=results, generated=outcome.generated.detach().cpu(), masks=_cpu(masks),
+            images=results, generated=outcome.generated.detach().cpu(), masks=masks.cpu(),
             ws=outcome.ws.detach().cpu(), history=outcome.history, timings=timings, instruction=instruction,
             settings=dataclasses.replace(settings, iterations=steps), blend_full=blends, instructions=[instruction],
             names=[self.name], domain_scores=list(self.domain_scores), inversion=self._pivot.record(),
@@ -272,24 +261,20 @@ class EditSession:
         if masks is None:
             raise ValueError("no masks yet: preview is available while or after a round runs")
         results, _ = self.pipe.finish([self.photo], [self.framing], generated.detach(), masks, self.settings)
-        return _pil(results[0])
+        return to_pil(results[0])
 
     def save(self, out: str | Path, stem: str | None = None) -> list[PhotoOutputs]:
         """Write every round of the current line (result, grid, masks at the photo's size; suffix _round<k>) and
         a report.json into `out`; returns the files per round (the report is the writer's last file)."""
         from .outputs import check_output_dir
 
-        writer = OutputWriter(check_output_dir(out))
         stem = stem or Path(self.name).stem
         groups = []
-        try:
+        with OutputWriter(check_output_dir(out)) as writer:  # removes what it wrote on a failure
             for k, round_ in enumerate(self.history, start=1):
                 generated, masks = full_size(round_.result, 0, self.photo)
                 groups.append(writer.photo(stem, self.photo, round_.result.images[0], masks, generated, f"_round{k}"))
             writer.json(self.report(groups))
-        except BaseException:
-            writer.rollback()
-            raise
         return groups
 
     def report(self, groups: Sequence[PhotoOutputs] = ()) -> dict[str, Any]:
@@ -318,7 +303,3 @@ class EditSession:
             "domain": self.domain_scores,
             "rounds": rounds,
         }
-
-
-def _cpu(masks: EditMasks) -> EditMasks:
-    return dataclasses.replace(masks, edit=masks.edit.cpu(), keep=masks.keep.cpu(), blend=masks.blend.cpu())

@@ -372,9 +372,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet, stitch_method=settings.stitch,
     )
 
-    writer = OutputWriter(out)
     groups = []
-    try:
+    with OutputWriter(out) as writer:  # removes what it wrote on a failure
         for path, photo, mask, final, generated in zip(paths, photos, masks, result.images, result.generated, strict=True):
             full = {name: getattr(mask, name)[0] for name in ("edit", "keep", "blend")}
             groups.append(writer.photo(path.stem, photo, final, full, generated))
@@ -396,9 +395,6 @@ def run(args: argparse.Namespace) -> int:
             "outputs": {g.name: g.files for g in groups},
         }
         report_path = writer.json(report)
-    except BaseException:
-        writer.rollback()
-        raise
     if not args.quiet:
         print(f"inpainted {len(paths)} photo(s) with {args.text!r} in {timings['total']:.1f} s; wrote:")
         for line in describe_written(groups, [report_path]):
