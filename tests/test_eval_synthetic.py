@@ -11,10 +11,19 @@ import torch
 
 from ficekit.bundle import load_bundle
 from ficekit.eval import synthetic
-from ficekit.eval.judges import PatternJudge, PatternNet, colour_matches, garment_crop, judge_sleeve, palette_votes
+from ficekit.eval.judges import (
+    GarmentType,
+    PatternJudge,
+    PatternNet,
+    TypeJudge,
+    colour_matches,
+    garment_crop,
+    judge_sleeve,
+    palette_votes,
+)
 from ficekit.instruction import parse_instruction
 from ficekit.random_bundle import write_random_bundle
-from ficekit.synthetic.world import PALETTE
+from ficekit.synthetic.world import PALETTE, SLEEVES_BY_KIND, UPPER_KINDS
 
 SIZE = 64
 
@@ -122,32 +131,48 @@ def test_pattern_judge_learns_from_renders_and_round_trips(tmp_path):
 
 @pytest.mark.parametrize("which", ["tiny random", "shipped demo"])
 def test_benchmark_cli_writes_table_json_and_grid(which, tmp_path, monkeypatch, capsys):
+    """The tiny random bundle edits v2 photos, type cases included; the shipped demo bundle knows v1 photos only,
+    where no type case is made (the type judge cannot tell v1's kinds of top apart) and the table says so."""
     torch.set_num_threads(1)
     bundle = write_random_bundle(tmp_path / "tiny", "tiny", seed=0) if which == "tiny random" else load_bundle("demo")
+    world = "v2" if which == "tiny random" else "v1"
     size = int(bundle.load("generator", "cpu").img_resolution)
-    judge = PatternJudge.train(size, n_train=100, n_val=20, steps=5, progress=False)
-    path = PatternJudge.cache_path(size, tmp_path / "cache")
+    judge = PatternJudge.train(size, n_train=100, n_val=20, steps=5, progress=False, world=world)
+    path = PatternJudge.cache_path(size, tmp_path / "cache", world)
     path.parent.mkdir(parents=True)
     judge.save(path)
+    TypeJudge.train(size, n_train=20, n_val=10, steps=1, progress=False, world="v2").save(
+        TypeJudge.cache_path(size, tmp_path / "cache", "v2"))
     monkeypatch.setenv("FICEKIT_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "report.json"
     grid = tmp_path / "grid.png"
     argv = ["--n", "2", "--iterations", "1", "--bundle", str(bundle.root), "--device", "cpu", "--sleeve-cases", "1",
-            "--configs", "fice,auto+feather,auto+feather+pn", "--json", str(out), "--grid", str(grid), "--quiet"]
+            "--type-cases", "1", "--configs", "fice,auto+feather,auto+feather+pn", "--json", str(out), "--grid",
+            str(grid), "--quiet", "--world", world]
     assert synthetic.main(argv) == 0
     table = capsys.readouterr().out
     assert "| fice |" in table and "| auto+feather+pn |" in table and "| ideal |" in table
     assert "sleeve success [95 % CI]" in table and "100 % [100, 100]" in table  # the ideal's colour success
+    assert "type success [95 % CI]" in table
     report = json.loads(out.read_text())
-    assert report["n"] == 2 and report["sleeve_cases"] == 1 and report["iterations"] == 1
+    typed = int(world == "v2")
+    assert report["n"] == 2 and report["sleeve_cases"] == 1 and report["type_cases"] == typed
+    assert report["iterations"] == 1 and report["world"] == world
+    if typed:
+        assert set(report["type_judge_held_out_accuracy"]) == {"kind", "kind_as_judged", "jacket"}
+        assert report["type_cases_skipped"] is None
+    else:
+        assert report["type_judge_held_out_accuracy"] is None
+        assert "no type cases in world v1" in report["type_cases_skipped"] and "no type cases in world v1" in table
     assert set(report["configs"]) == {"ideal", "fice", "auto+feather", "auto+feather+pn"}
-    assert [c["kind"] for c in report["cases"]] == ["colour", "pattern", "sleeve"]
+    assert [c["kind"] for c in report["cases"]] == ["colour", "pattern", "sleeve"] + ["type"] * typed
+    rates = ("colour_success", "pattern_success", "sleeve_success") + ("type_success",) * typed
     for name, row in report["configs"].items():
-        for key in ("colour_success", "pattern_success", "sleeve_success"):
+        for key in rates:
             assert 0.0 <= row[key] <= 1.0
             low, high = row[f"{key}_ci95"]
             assert 0.0 <= low <= row[key] <= high <= 1.0
-        assert (row["colour_success_n"], row["sleeve_success_n"]) == (3, 1)
+        assert (row["colour_success_n"], row["sleeve_success_n"], row["type_success_n"]) == (3 + typed, 1, typed)
         assert 0 < row["psnr_outside_mask_db"] <= synthetic.PSNR_CAP_DB
         assert 0 < row["head_psnr_db"] <= synthetic.PSNR_CAP_DB
         assert 0.0 <= row["pose_part_iou"] <= 1.0
@@ -155,11 +180,12 @@ def test_benchmark_cli_writes_table_json_and_grid(which, tmp_path, monkeypatch, 
             assert row["seconds_per_edit"] > 0
     ideal = report["configs"]["ideal"]
     assert ideal["colour_success"] == 1.0 and ideal["psnr_outside_mask_db"] > 60  # only anti-aliasing differs
-    assert len(report["cases"]) == 3 and grid.stat().st_size > 0
+    assert len(report["cases"]) == 3 + typed and grid.stat().st_size > 0
 
 
 def test_benchmark_cli_rejects_bad_options(tmp_path, capsys):
     assert synthetic.main(["--n", "0"]) == 2
+    assert synthetic.main(["--type-cases", "-1"]) == 2
     assert synthetic.main(["--configs", "magic", "--bundle", str(tmp_path / "none")]) == 2
     assert "error" in capsys.readouterr().err
 
@@ -256,3 +282,66 @@ def test_cases_come_from_the_world_asked_for():
     assert [c.photo.attributes.world for c in v1] == ["v1", "v1"]
     assert [c.photo.attributes.world for c in v2] == ["v2", "v2"]
     assert [c.ideal.attributes.world for c in v2] == ["v2", "v2"]  # the target is drawn in the same framing
+
+
+def test_type_cases_follow_the_sleeve_cases_and_change_only_the_kind_of_top():
+    sleeves = synthetic.make_cases(3, SIZE, seed=3, sleeve_cases=2)
+    typed = synthetic.make_cases(3, SIZE, seed=3, sleeve_cases=2, type_cases=8)
+    assert [(c.seed, c.kind, c.text) for c in typed[:5]] == [(c.seed, c.kind, c.text) for c in sleeves]  # unchanged
+    first = [(c.seed, c.kind, c.text) for c in synthetic.make_cases(3, SIZE, seed=3, type_cases=2)[:3]]
+    assert first == [(c.seed, c.kind, c.text) for c in synthetic.make_cases(3, SIZE, seed=3)]
+    assert synthetic.TYPE_CHANGES_UNJUDGED == {("tshirt", "sweater"), ("sweater", "tshirt")}  # drawn alike
+    seen = set()
+    for c in typed[5:]:
+        before = c.photo.attributes.garments()[c.slot]
+        assert c.kind == "type" and c.slot == "upper" and c.target.kind != before.kind
+        assert c.target.kind in UPPER_KINDS and (before.kind, c.target.kind) not in synthetic.TYPE_CHANGES_UNJUDGED
+        assert (c.target.colour, c.target.pattern, c.target.secondary) == (before.colour, before.pattern, before.secondary)
+        assert c.target.sleeve in SLEEVES_BY_KIND[c.target.kind]
+        if before.sleeve in SLEEVES_BY_KIND[c.target.kind]:
+            assert c.target.sleeve == before.sleeve  # kept where the new kind has it
+        assert c.ideal.attributes.upper == c.target and c.ideal.attributes.lower == c.photo.attributes.lower
+        parsed = parse_instruction(c.text)
+        assert parsed.category == "upper" and parsed.attributes.sleeve == c.target.sleeve, c.text
+        assert synthetic.GARMENT_WORDS[c.target.kind][0] in c.text
+        changed = np.any(c.photo.image != c.ideal.image, axis=-1)
+        assert changed.any() and not (changed & ~synthetic._grown(c.edit_region()).numpy()).any()
+        seen.add(c.target.kind)
+    assert len(seen) >= 3
+
+
+class _ReadsKind:
+    """A stand-in type judge that reads one fixed answer, and records the regions it was given."""
+
+    def __init__(self, answer: GarmentType) -> None:
+        self.answer = answer
+        self.regions: list[torch.Tensor] = []
+
+    def predict(self, images, regions=None):
+        self.regions.append(regions)
+        return [self.answer] * len(images)
+
+
+def test_type_success_reads_the_target_kind_without_a_jacket_and_is_nan_for_other_cases():
+    case = synthetic.make_cases(1, SIZE, seed=3, type_cases=1)
+    other, typed = case
+    judge = PatternJudge(PatternNet(), SIZE, 0.5)
+    right = _ReadsKind(GarmentType(typed.target.kind, False))
+    scorer = synthetic.Scorer(judge, None, torch.device("cpu"), right)
+    assert scorer.score(typed, typed.ideal.to_tensor())["type_success"] == 1.0
+    assert right.regions[0][0].sum() > 0  # framed by the photo's upper body
+    assert np.isnan(scorer.score(other, other.ideal.to_tensor())["type_success"])
+    assert np.isnan(scorer.score(typed, typed.ideal.to_tensor())["sleeve_success"])  # not a sleeve case
+    alike = {"tshirt": "sweater", "sweater": "tshirt"}.get(typed.target.kind)
+    if alike is not None:  # a reading of the kind drawn alike counts
+        scorer = synthetic.Scorer(judge, None, torch.device("cpu"), _ReadsKind(GarmentType(alike, False)))
+        assert scorer.score(typed, typed.ideal.to_tensor())["type_success"] == 1.0
+    # the unedited photo (a short-sleeved t-shirt, the target a tank top) fails on its sleeves alone
+    assert (typed.photo.attributes.upper.sleeve, typed.target.sleeve) == ("short", "sleeveless")
+    scorer = synthetic.Scorer(judge, None, torch.device("cpu"), right)
+    assert scorer.score(typed, typed.photo.to_tensor())["type_success"] == 0.0
+    for wrong in (GarmentType(typed.photo.attributes.upper.kind, False), GarmentType(typed.target.kind, True)):
+        scorer = synthetic.Scorer(judge, None, torch.device("cpu"), _ReadsKind(wrong))
+        assert scorer.score(typed, typed.ideal.to_tensor())["type_success"] == 0.0
+    with pytest.raises(ValueError, match="type judge"):
+        synthetic.Scorer(judge, None, torch.device("cpu")).score(typed, typed.ideal.to_tensor())

@@ -1,4 +1,4 @@
-"""The sleeve judge (ficekit.eval.judges) on renders whose sleeve is known, and the judges' world versions."""
+"""The sleeve and type judges (ficekit.eval.judges) on renders whose answer is known, and the judges' world versions."""
 
 from __future__ import annotations
 
@@ -7,15 +7,25 @@ import math
 import pytest
 import torch
 
+from ficekit.checkpoint_io import CheckpointError
 from ficekit.eval.judges import (
+    IGNORE_INDEX,
     JUDGED_SLOTS,
+    TYPE_KINDS,
+    GarmentType,
     PatternJudge,
     PatternNet,
+    TypeData,
+    TypeJudge,
     arm_regions,
+    body_crop,
     judge_data,
     judge_sleeve,
+    same_drawn_kind,
     sleeve_coverage,
     sleeve_from_coverage,
+    type_data,
+    upper_body_region,
 )
 from ficekit.synthetic import render
 from ficekit.synthetic.dataset import held_out_seeds
@@ -108,3 +118,88 @@ def test_pattern_judges_are_kept_per_world_and_v1_keeps_its_cache_name(tmp_path)
         PatternJudge.train(32, n_train=10, n_val=5, steps=1, progress=False, world="v9")
     crops = judge_data(held_out_seeds(3), 64, world="v2").crops
     assert crops.shape[1:] == (3, 32, 32) and len(crops) >= 2
+
+
+def test_upper_body_region_is_torso_and_arms_and_body_crop_is_its_grown_box() -> None:
+    parts = torch.tensor([[0, 2, 23], [15, 19, 9], [3, 16, 20]])
+    assert upper_body_region(parts).tolist() == [[False, True, False], [True, True, False], [False, True, True]]
+    image = torch.rand(3, 20, 30)
+    region = torch.zeros(20, 30, dtype=torch.bool)
+    region[5:11, 8:14] = True  # a 6 x 6 box, grown by BODY_CROP_MARGIN = 1 on each side: rows 4-11, columns 7-14
+    torch.testing.assert_close(body_crop(image, region, size=8), image[:, 4:12, 7:15])
+    torch.testing.assert_close(body_crop(image[:, :16, :16], None, size=16), image[:, :16, :16])  # None: all
+    with pytest.raises(ValueError, match="no pixel"):
+        body_crop(image, torch.zeros(20, 30, dtype=torch.bool))
+
+
+def test_type_data_labels_the_top_and_leaves_dresses_and_tops_under_jackets_unjudged() -> None:
+    seeds = held_out_seeds(30, seed=5)
+    data = type_data(seeds, 64, world="v2")
+    assert data.crops.shape == (30, 3, 48, 48)
+    for seed, kind, jacket in zip(seeds, data.kinds.tolist(), data.jackets.tolist(), strict=True):
+        garments = render(seed, 64, world="v2", n_captions=1).attributes.garments()
+        assert jacket == float("outerwear" in garments)
+        if "dress" in garments or "outerwear" in garments:
+            assert kind == IGNORE_INDEX
+        else:
+            assert TYPE_KINDS[kind] == garments["upper"].kind
+    assert {IGNORE_INDEX, *range(len(TYPE_KINDS))} <= set(data.kinds.tolist())  # every kind, and unjudged crops
+
+
+class _FixedLogits(torch.nn.Module):
+    """A stand-in net whose logits are given: kind logits favouring `kind`, then the jacket logit."""
+
+    def __init__(self, kind: int, jacket_logit: float) -> None:
+        super().__init__()
+        self.logits = torch.full((len(TYPE_KINDS) + 1,), -1.0)
+        self.logits[kind] = 1.0
+        self.logits[-1] = jacket_logit
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(crops.shape[0], -1)
+
+
+def test_type_judge_decodes_logits_and_counts_accuracy_per_question() -> None:
+    judge = TypeJudge(_FixedLogits(TYPE_KINDS.index("shirt"), jacket_logit=2.0), 64, {"kind": 1.0, "jacket": 1.0})
+    images, regions = torch.rand(2, 3, 64, 64), torch.ones(2, 64, 64, dtype=torch.bool)
+    assert judge.predict(images, regions) == [GarmentType("shirt", True)] * 2
+    assert judge.predict(images) == [GarmentType("shirt", True)] * 2
+    with pytest.raises(ValueError, match="N, 3, H, W"):
+        judge.predict(torch.rand(3, 64, 64))
+    # reading 'sweater' with a jacket: of a shirt, a t-shirt, a sweater and a dress (unjudged), the sweater is right,
+    # the t-shirt right as judged (drawn alike); the jacket is right for the three worn with one
+    kinds = torch.tensor([TYPE_KINDS.index(k) for k in ("shirt", "tshirt", "sweater")] + [IGNORE_INDEX])
+    data = TypeData(torch.rand(4, 3, 48, 48), kinds, torch.tensor([0.0, 1.0, 1.0, 1.0]))
+    assert TypeJudge.accuracies(_FixedLogits(TYPE_KINDS.index("sweater"), 2.0), data) == pytest.approx(
+        {"kind": 1 / 3, "kind_as_judged": 2 / 3, "jacket": 3 / 4})
+    assert same_drawn_kind("tshirt", "sweater") and same_drawn_kind("shirt", "shirt")
+    assert not same_drawn_kind("tshirt", "shirt") and not same_drawn_kind("tank_top", "sweater")
+
+
+def test_type_judges_are_cached_per_world_and_refuse_other_judges_files(tmp_path) -> None:
+    v1, v2 = TypeJudge.cache_path(64, tmp_path, world="v1"), TypeJudge.cache_path(64, tmp_path, world="v2")
+    assert v1 != v2 and v2.name.startswith("type-v2-64px-") and v2 != PatternJudge.cache_path(64, tmp_path, "v2")
+    judge = TypeJudge.train(64, n_train=40, n_val=10, steps=2, progress=False, world="v2")
+    assert set(judge.accuracy) == {"kind", "kind_as_judged", "jacket"} and judge.world == "v2"
+    judge.save(v2)
+    again = TypeJudge.trained(64, cache_dir=tmp_path, progress=False, world="v2")  # read back, not retrained
+    images = torch.stack([render(s, 64, world="v2", n_captions=1).to_tensor() for s in held_out_seeds(3)])
+    assert again.predict(images) == judge.predict(images) and again.accuracy == judge.accuracy
+    with pytest.raises(CheckpointError, match="not a version-1 pattern judge file"):
+        PatternJudge.load(v2)
+    PatternJudge(PatternNet(), 64, 0.9, world="v2").save(tmp_path / "pattern.pt")
+    with pytest.raises(CheckpointError, match="type judge"):
+        TypeJudge.load(tmp_path / "pattern.pt")
+    with pytest.raises(ValueError, match="world"):
+        TypeJudge.train(32, n_train=10, n_val=5, steps=1, progress=False, world="v9")
+
+
+@pytest.mark.slow
+def test_the_default_type_judge_reads_held_out_renders_of_known_kind() -> None:
+    """The judge the benchmark trains (about 5 minutes on one core) reads >= 95 % of held-out tops' kinds (kinds drawn
+    alike counting as one) and of jackets; measured 98.7 % and 99.3 % on 2000 renders (issue 16's report)."""
+    judge = TypeJudge.train(64, progress=False, world="v2")
+    data = type_data(held_out_seeds(400, seed=31), 64, world="v2")
+    accuracy = TypeJudge.accuracies(judge.net, data)
+    assert accuracy["kind_as_judged"] >= 0.95 and accuracy["jacket"] >= 0.95, accuracy
+    assert judge.accuracy["kind_as_judged"] >= 0.95 and judge.accuracy["jacket"] >= 0.95, judge.accuracy

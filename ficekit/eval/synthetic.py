@@ -3,12 +3,18 @@
 Each case is a held-out render (a seed never used in training) and a target for its top or dress: a new
 colour, a new pattern, or both, phrased as an instruction that names the whole target ("red striped
 t-shirt"); after these n cases come --sleeve-cases cases that change only the sleeve ("red plain
-long-sleeved t-shirt"). ficekit edits the photo under several configurations (including the inversion it
-starts from: e4e, optimize, pti) and independent judges score the result:
+long-sleeved t-shirt"), then --type-cases cases that change only the kind of top ("red plain
+short-sleeved shirt" for a red t-shirt; the sleeve is kept where the new kind has it). ficekit edits the
+photo under several configurations (including the inversion it starts from: e4e, optimize, pti) and
+independent judges score the result:
 
   colour_success        the garment's dominant palette colour is the target (judges.colour_matches)
   pattern_success       a CNN trained only on renderer crops (judges.PatternJudge) sees the target pattern
   sleeve_success        sleeve-change cases only: judges.judge_sleeve reads the target sleeve off the arms
+  type_success          type-change cases only: a CNN trained only on renderer images (judges.TypeJudge)
+                        reads the target kind (a t-shirt and a sweater, drawn alike, count as one) and
+                        no jacket off the upper body, and judge_sleeve the target's sleeve; world v2 only
+                        (v1's small figures draw a shirt's collar under a pixel: no type cases there)
   psnr_outside_mask_db  PSNR outside the edit mask: the true garment region before or after the edit
                         (renderer labels) grown by one pixel; an exact copy (infinite PSNR) counts as
                         PSNR_CAP_DB in the mean
@@ -19,8 +25,8 @@ starts from: e4e, optimize, pti) and independent judges score the result:
 Colour and pattern are judged on every case (a colour-only edit must keep the pattern and vice versa).
 Every success rate carries a 95 % bootstrap interval over cases (seeded): with 24 cases one case is 4
 points, so overlapping intervals are not a finding. The 'ideal' row judges the renderer's own drawing of
-the target: the judges' ceiling. The pattern judge is trained on first use (minutes; a warning says where
-it is cached). --rounds 2 runs the two-round benchmark instead (ficekit.eval.rounds).
+the target: the judges' ceiling. The pattern and type judges are trained on first use (minutes; a warning
+says where each is cached). --rounds 2 runs the two-round benchmark instead (ficekit.eval.rounds).
 
 Examples:
   python -m ficekit.eval.synthetic --n 24 --json benchmarks/results/synthetic.json
@@ -46,7 +52,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ficekit.eval.judges import JUDGED_SLOTS, PatternJudge, colour_matches, judge_sleeve, palette_votes
+from ficekit.eval.judges import (
+    JUDGED_SLOTS,
+    TYPE_JUDGED_WORLDS,
+    JudgeT,
+    PatternJudge,
+    TypeJudge,
+    colour_matches,
+    judge_sleeve,
+    palette_votes,
+    same_drawn_kind,
+    upper_body_region,
+)
 from ficekit.eval.metrics import part_iou, psnr
 from ficekit.mask_ops import dilate
 from ficekit.synthetic.captions import GARMENT_WORDS, PATTERN_WORDS, colour_words
@@ -57,6 +74,7 @@ from ficekit.synthetic.world import (
     PALETTE,
     PATTERNS,
     SLEEVES_BY_KIND,
+    UPPER_KINDS,
     WORLD_VERSIONS,
     Garment,
     contrasting_colours,
@@ -67,8 +85,15 @@ logger = logging.getLogger(__name__)
 CI_LEVEL = 0.95  # success rates carry a bootstrap interval at this level
 BOOTSTRAP_RESAMPLES = 2000
 JUDGE_TRAINING_TIME = "7-15 minutes"  # PatternJudge.train's defaults on one free CPU core (issue 12)
+TYPE_JUDGE_TRAINING_TIME = "5 minutes"  # TypeJudge.train's defaults on one (shared) CPU core
 PSNR_CAP_DB = 100.0  # an exactly preserved region counts as this in the means (PSNR would be infinite)
-EDIT_KINDS = ("colour", "pattern", "both")  # the n main cases cycle these; 'sleeve' cases come after them
+EDIT_KINDS = ("colour", "pattern", "both")  # the n main cases cycle these; 'sleeve', then 'type' cases follow
+# Kind changes of the type cases: each upper kind to every other but those the renderer draws alike (a t-shirt and
+# a sweater: judges.KINDS_DRAWN_ALIKE); a dress is never a source or target (another slot, and from the chest up
+# v2 draws it like a top: judges.TYPE_KINDS).
+TYPE_CHANGES_UNJUDGED: frozenset[tuple[str, str]] = frozenset(
+    (a, b) for a in UPPER_KINDS for b in UPPER_KINDS if a != b and same_drawn_kind(a, b)
+)
 SLEEVE_WORDS: dict[str, str] = {"sleeveless": "sleeveless", "short": "short-sleeved", "long": "long-sleeved"}
 # Configurations compared: FICE's recipe (its masks, stitch and plain CLIP term), auto-masking with each
 # stitcher, the latent regularisers, and the CLIP term without random views; unnamed settings are the bundle's.
@@ -87,11 +112,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "auto+feather+pti": {"mask": "auto", "stitch": "feather", "regularizer": "w_delta", "inversion": "pti"},
 }
 METRICS = (
-    "colour_success", "pattern_success", "sleeve_success", "psnr_outside_mask_db", "head_psnr_db", "pose_part_iou",
-    "seconds_per_edit",
+    "colour_success", "pattern_success", "sleeve_success", "type_success", "psnr_outside_mask_db", "head_psnr_db",
+    "pose_part_iou", "seconds_per_edit",
 )
-RATES = ("colour_success", "pattern_success", "sleeve_success")  # per-case 0/1 scores: reported with a 95 % CI
+RATES = ("colour_success", "pattern_success", "sleeve_success", "type_success")  # 0/1 per case: with a 95 % CI
 SLEEVE_CASES = 6  # sleeve-change cases added after the n colour/pattern cases (CLI default)
+TYPE_CASES = 6  # type-change cases added after the sleeve cases (CLI default)
 
 
 @dataclass(frozen=True)
@@ -100,7 +126,7 @@ class EditCase:
 
     seed: int
     slot: str  # 'upper' or 'dress'
-    kind: str  # 'colour', 'pattern' or 'both'
+    kind: str  # 'colour', 'pattern', 'both', 'sleeve' or 'type'
     photo: Sample
     target: Garment
     ideal: Sample  # the renderer's drawing of the target (everything else pixel-identical)
@@ -143,17 +169,44 @@ def target_for(garment: Garment, kind: str, rng: np.random.Generator) -> Garment
     return dataclasses.replace(garment, colour=colour, pattern=pattern, secondary=secondary)
 
 
-def make_cases(n: int, size: int, seed: int = 0, sleeve_cases: int = 0, world: str = DEFAULT_WORLD) -> list[EditCase]:
-    """`n` cases from held-out renders at `size` px without a jacket, edit kinds cycling colour, pattern, both;
-    then `sleeve_cases` cases that change only the sleeve, on further renders whose garment has another sleeve.
+def type_target(garment: Garment, rng: np.random.Generator) -> Garment | None:
+    """`garment` as another kind of top, its colour and pattern kept, its sleeve kept where the new kind has it
+    (else drawn from the new kind's sleeves); None when `garment` is no top or no judged change starts from it."""
+    if garment.kind not in UPPER_KINDS:
+        return None
+    kinds = [k for k in UPPER_KINDS if k != garment.kind and (garment.kind, k) not in TYPE_CHANGES_UNJUDGED]
+    if not kinds:
+        return None
+    kind = str(rng.choice(kinds))
+    sleeves = SLEEVES_BY_KIND[kind]
+    sleeve = garment.sleeve if garment.sleeve in sleeves else str(rng.choice(sleeves))
+    return dataclasses.replace(garment, kind=kind, sleeve=sleeve)
 
-    The first n cases do not depend on `sleeve_cases` (the sleeve cases draw from their own random stream).
+
+def names_sleeve(case_kind: str, target: Garment) -> bool:
+    """Whether a case's instruction names the target's sleeve: a sleeve change's always, a type change's when the
+    new kind comes with more than one sleeve (a sweater is long-sleeved, a tank top sleeveless, by the word)."""
+    return case_kind == "sleeve" or (case_kind == "type" and len(SLEEVES_BY_KIND.get(target.kind, ())) > 1)
+
+
+def make_cases(
+    n: int, size: int, seed: int = 0, sleeve_cases: int = 0, world: str = DEFAULT_WORLD, type_cases: int = 0
+) -> list[EditCase]:
+    """`n` cases from held-out renders at `size` px without a jacket, edit kinds cycling colour, pattern, both;
+    then `sleeve_cases` cases that change only the sleeve, on further renders whose garment has another sleeve;
+    then `type_cases` cases that change only the kind of top (type_target), on further renders of a top.
+
+    The first n cases do not depend on `sleeve_cases` or `type_cases`, nor the sleeve cases on `type_cases`
+    (each kind of case draws from its own random stream, and the type cases come last).
     """
-    if n < 1 or sleeve_cases < 0:
-        raise ValueError(f"need n >= 1 and sleeve_cases >= 0, got n={n}, sleeve_cases={sleeve_cases}")
-    rng, sleeve_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
+    if n < 1 or sleeve_cases < 0 or type_cases < 0:
+        raise ValueError(f"need n >= 1, sleeve_cases >= 0 and type_cases >= 0, got n={n}, "
+                         f"sleeve_cases={sleeve_cases}, type_cases={type_cases}")  # fmt: skip
+    rng, sleeve_rng, type_rng = (np.random.default_rng(seed), np.random.default_rng([seed, 1]),
+                                 np.random.default_rng([seed, 2]))  # fmt: skip
+    total = n + sleeve_cases + type_cases
     cases: list[EditCase] = []
-    for photo_seed in held_out_seeds(20 * (n + sleeve_cases) + 20, seed=seed):
+    for photo_seed in held_out_seeds(20 * total + 20, seed=seed):
         photo = render(photo_seed, size=size, world=world)
         garments = photo.attributes.garments()
         slots = [s for s in JUDGED_SLOTS if s in garments]
@@ -163,22 +216,28 @@ def make_cases(n: int, size: int, seed: int = 0, sleeve_cases: int = 0, world: s
         if len(cases) < n:
             kind = EDIT_KINDS[len(cases) % len(EDIT_KINDS)]
             target = target_for(garments[slot], kind, rng)
-        else:
+        elif len(cases) < n + sleeve_cases:
             other_sleeves = [s for s in SLEEVES_BY_KIND.get(garments[slot].kind, ()) if s != garments[slot].sleeve]
             if not other_sleeves:
                 continue
             kind = "sleeve"
             target = dataclasses.replace(garments[slot], sleeve=str(sleeve_rng.choice(other_sleeves)))
+        else:
+            if (changed := type_target(garments[slot], type_rng)) is None:
+                continue
+            kind, target = "type", changed
         ideal = render(photo_seed, size=size, attributes=photo.attributes.with_garment(slot, **garment_fields(target)))
-        cases.append(EditCase(photo_seed, slot, kind, photo, target, ideal, instruction_for(target, kind == "sleeve")))
-        if len(cases) == n + sleeve_cases:
+        text = instruction_for(target, names_sleeve(kind, target))
+        cases.append(EditCase(photo_seed, slot, kind, photo, target, ideal, text))
+        if len(cases) == total:
             return cases
-    raise RuntimeError(f"found only {len(cases)} held-out renders without a jacket for {n} + {sleeve_cases} cases")
+    raise RuntimeError(f"found only {len(cases)} held-out renders without a jacket for "
+                       f"{n} + {sleeve_cases} + {type_cases} cases")  # fmt: skip
 
 
 def garment_fields(g: Garment) -> dict[str, Any]:
     """The fields an edit may change, as `Attributes.with_garment` keywords."""
-    return {"colour": g.colour, "pattern": g.pattern, "secondary": g.secondary, "sleeve": g.sleeve}
+    return {"kind": g.kind, "colour": g.colour, "pattern": g.pattern, "secondary": g.secondary, "sleeve": g.sleeve}
 
 
 def _grown(mask: torch.Tensor, pixels: int = 1) -> torch.Tensor:
@@ -192,10 +251,14 @@ def _capped_psnr(a: torch.Tensor, b: torch.Tensor, region: torch.Tensor) -> floa
 
 
 class Scorer:
-    """Scores results of the cases with the judges and, when the bundle has one, its DensePose."""
+    """Scores results of the cases with the judges and, when the bundle has one, its DensePose (`type_judge`:
+    needed only by type-change cases)."""
 
-    def __init__(self, judge: PatternJudge, densepose: Any, device: torch.device) -> None:
+    def __init__(
+        self, judge: PatternJudge, densepose: Any, device: torch.device, type_judge: TypeJudge | None = None
+    ) -> None:
         self.judge = judge
+        self.type_judge = type_judge
         self.densepose = densepose
         self.device = device
         self._photo_parts: dict[int, torch.Tensor] = {}
@@ -208,18 +271,30 @@ class Scorer:
             probs = densepose_part_maps(self.densepose(x), tuple(x.shape[-2:]), num_images=1)
         return probs.argmax(dim=1).cpu()  # [1, H, W]
 
+    def _type_success(self, case: EditCase, result: torch.Tensor) -> float:
+        """1.0 when `result` shows the target's type: the type judge (framed by the photo's upper body) reads its
+        kind, or one drawn alike, and no jacket, and the sleeve judge its sleeve (which tells a sweater from a
+        short-sleeved t-shirt)."""
+        if self.type_judge is None:
+            raise ValueError("a type-change case needs the type judge: give Scorer a type_judge")
+        region = upper_body_region(case.photo.densepose.I)
+        read = self.type_judge.predict(result[None], region[None])[0]
+        sleeve = judge_sleeve(result, case.photo, case.slot)
+        return float(same_drawn_kind(read.kind, case.target.kind) and not read.jacket and sleeve == case.target.sleeve)
+
     def score(self, case: EditCase, result: torch.Tensor) -> dict[str, float]:
         """The judges' scores of `result` ([3, H, W] in [0, 1]) against the case's target; sleeve_success is
-        NaN for a case that does not change the sleeve."""
+        NaN for a case that does not change the sleeve, type_success for one that is no type change."""
         garment = case.judged_mask()
         patterned = case.target.pattern != "plain"
         votes = palette_votes(result, garment, mixes=patterned)
-        sleeve_changed = case.target.sleeve != case.photo.attributes.garments()[case.slot].sleeve
+        sleeve_changed = case.kind == "sleeve"
         scores = {
             "colour_success": float(colour_matches(votes, case.target.colour, patterned)),
             "pattern_success": float(self.judge.predict(result[None], garment[None])[0] == case.target.pattern),
             "sleeve_success": float(judge_sleeve(result, case.photo, case.slot) == case.target.sleeve)
             if sleeve_changed else math.nan,
+            "type_success": self._type_success(case, result) if case.kind == "type" else math.nan,
             "psnr_outside_mask_db": _capped_psnr(result, case.photo.to_tensor(), ~_grown(case.edit_region())),
             "head_psnr_db": _capped_psnr(result, case.photo.to_tensor(), torch.from_numpy(case.photo.mask("head") | case.photo.mask("hair"))),
             "pose_part_iou": math.nan,
@@ -250,17 +325,31 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
+def _announced_judge(
+    judge_class: type[JudgeT], minutes: str, size: int, cache_dir: str | Path | None, progress: bool, world: str
+) -> JudgeT:
+    """`judge_class.trained(...)`, saying first (one warning) when it must be trained: minutes of CPU."""
+    path = judge_class.cache_path(size, cache_dir, world)
+    if not path.exists():
+        logger.warning(
+            "training the %s judge for %d px once (about %s on one CPU core); it will be cached at %s",
+            judge_class.NAME, size, minutes, path,
+        )  # fmt: skip
+    return judge_class.trained(size, cache_dir=cache_dir, progress=progress, world=world)
+
+
 def pattern_judge(
     size: int, cache_dir: str | Path | None = None, progress: bool = True, world: str = DEFAULT_WORLD
 ) -> PatternJudge:
     """The pattern judge for `size` px of `world`, saying first (one warning) when it must be trained: minutes of CPU."""
-    path = PatternJudge.cache_path(size, cache_dir, world)
-    if not path.exists():
-        logger.warning(
-            "training the pattern judge for %d px once (about %s on one CPU core); it will be cached at %s",
-            size, JUDGE_TRAINING_TIME, path,
-        )  # fmt: skip
-    return PatternJudge.trained(size, cache_dir=cache_dir, progress=progress, world=world)
+    return _announced_judge(PatternJudge, JUDGE_TRAINING_TIME, size, cache_dir, progress, world)
+
+
+def type_judge(
+    size: int, cache_dir: str | Path | None = None, progress: bool = True, world: str = DEFAULT_WORLD
+) -> TypeJudge:
+    """The type judge for `size` px of `world`, saying first (one warning) when it must be trained: minutes of CPU."""
+    return _announced_judge(TypeJudge, TYPE_JUDGE_TRAINING_TIME, size, cache_dir, progress, world)
 
 
 def _summary(rows: list[dict[str, float]], seed: int = 0) -> dict[str, Any]:
@@ -288,9 +377,12 @@ def run_benchmark(
     sleeve_cases: int = 0,
     inversion_steps: int | None = None,
     world: str | None = None,  # the world of the test photos; None = the bundle's (its provenance), else v1
+    type_cases: int = 0,
 ) -> dict[str, Any]:
-    """Run every configuration on `n` cases (plus `sleeve_cases` sleeve changes) and return the report (what
-    --json writes); a configuration the bundle or the installation cannot run is listed under 'skipped'."""
+    """Run every configuration on `n` cases (plus `sleeve_cases` sleeve and `type_cases` type changes) and return
+    the report (what --json writes); a configuration the bundle or the installation cannot run is listed under
+    'skipped'. The type judge is loaded (or trained) only when there are type cases; in a world whose kinds of top
+    it cannot tell apart (not in TYPE_JUDGED_WORLDS) there are none, and 'type_cases_skipped' says why."""
     from ficekit.pipeline import FicePipeline
 
     unknown = [c for c in configs if c not in CONFIGS]
@@ -299,9 +391,16 @@ def run_benchmark(
     pipe = FicePipeline.from_bundle(bundle, device=device)
     size = pipe.resolution
     world = world or pipe.bundle.provenance.get("world", DEFAULT_WORLD)
-    cases = make_cases(n, size, seed, sleeve_cases, world)
+    type_cases_skipped = None
+    if type_cases and world not in TYPE_JUDGED_WORLDS:
+        type_cases_skipped = (f"no type cases in world {world}: the type judge tells kinds of top apart only in "
+                              f"{', '.join(TYPE_JUDGED_WORLDS)} (judges.TYPE_JUDGED_WORLDS)")  # fmt: skip
+        logger.warning("%s", type_cases_skipped)
+        type_cases = 0
+    cases = make_cases(n, size, seed, sleeve_cases, world, type_cases)
     judge = pattern_judge(size, judge_cache, progress, world)
-    scorer = Scorer(judge, pipe.densepose, pipe.device)
+    kinds_judge = type_judge(size, judge_cache, progress, world) if type_cases else None
+    scorer = Scorer(judge, pipe.densepose, pipe.device, kinds_judge)
     iterations = pipe.settings().iterations if iterations is None else iterations
 
     per_case: dict[str, list[dict[str, Any]]] = {"ideal": []}
@@ -335,6 +434,8 @@ def run_benchmark(
         "bundle": str(pipe.bundle.root),
         "n": n,
         "sleeve_cases": sleeve_cases,
+        "type_cases": type_cases,
+        "type_cases_skipped": type_cases_skipped,
         "world": world,
         "seed": seed,
         "ci_level": CI_LEVEL,
@@ -344,6 +445,7 @@ def run_benchmark(
         "resolution": size,
         "psnr_cap_db": PSNR_CAP_DB,
         "pattern_judge_held_out_accuracy": judge.accuracy,
+        "type_judge_held_out_accuracy": kinds_judge.accuracy if kinds_judge is not None else None,
         "configs": {name: {"settings": CONFIGS.get(name, {"renderer": True}), **_summary(rows, seed)} for name, rows in per_case.items()},
         "skipped": skipped,
         "cases": [
@@ -398,8 +500,8 @@ def format_table(report: dict[str, Any]) -> str:
     """The report as a Markdown table: one row per configuration; success rates with their 95 % bootstrap
     interval over cases, e.g. '65 % [46, 83]'; skipped configurations as notes below it."""
     header = ("| configuration | colour success [95 % CI] | pattern success [95 % CI] | sleeve success [95 % CI] | "
-              "PSNR outside mask (dB) | head PSNR (dB) | pose IoU | s / edit |")  # fmt: skip
-    lines = [header, "|" + "---|" * 8]
+              "type success [95 % CI] | PSNR outside mask (dB) | head PSNR (dB) | pose IoU | s / edit |")  # fmt: skip
+    lines = [header, "|" + "---|" * 9]
     for name, row in report["configs"].items():
         cells = []
         for key in METRICS:
@@ -416,6 +518,8 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for name, reason in report.get("skipped", {}).items():
         lines.append(f"\nskipped {name}: {reason}")
+    if report.get("type_cases_skipped"):
+        lines.append(f"\n{report['type_cases_skipped']}")
     return "\n".join(lines)
 
 
@@ -448,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--sleeve-cases", type=int, default=SLEEVE_CASES,
                         help=f"sleeve-change cases after the n others (default: {SLEEVE_CASES})")  # fmt: skip
+    parser.add_argument("--type-cases", type=int, default=TYPE_CASES,
+                        help=f"cases changing the kind of top, after the sleeve cases (default: {TYPE_CASES})")  # fmt: skip
     parser.add_argument("--inversion-steps", type=int, default=None,
                         help="steps of the optimize/pti inversions (default: each method's)")  # fmt: skip
     parser.add_argument("--rounds", type=int, choices=(1, 2), default=1,
@@ -460,8 +566,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_from_args(args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if args.n < 1 or (args.iterations is not None and args.iterations < 0) or args.sleeve_cases < 0 or (args.inversion_steps or 0) < 0:
-        print("ficekit.eval.synthetic: error: --n must be >= 1; --iterations, --sleeve-cases, --inversion-steps >= 0", file=sys.stderr)
+    if (args.n < 1 or (args.iterations is not None and args.iterations < 0) or args.sleeve_cases < 0
+            or args.type_cases < 0 or (args.inversion_steps or 0) < 0):
+        print("ficekit.eval.synthetic: error: --n must be >= 1; --iterations, --sleeve-cases, --type-cases, "
+              "--inversion-steps >= 0", file=sys.stderr)  # fmt: skip
         return 2
     from ficekit.checkpoint_io import CheckpointError
 
@@ -469,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         report = run_benchmark(
             args.bundle, args.n, args.seed, args.iterations, [c.strip() for c in args.configs.split(",") if c.strip()],
             args.device, progress=not args.quiet, grid_path=args.grid, sleeve_cases=args.sleeve_cases,
-            inversion_steps=args.inversion_steps, world=args.world,
+            inversion_steps=args.inversion_steps, world=args.world, type_cases=args.type_cases,
         )  # fmt: skip
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"ficekit.eval.synthetic: error: {e}", file=sys.stderr)
