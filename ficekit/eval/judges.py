@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,7 +235,7 @@ def _accuracy(net: nn.Module, data: JudgeData) -> float:
 JudgeT = TypeVar("JudgeT", bound="RenderJudge")
 
 
-class RenderJudge:
+class RenderJudge(ABC):
     """A classifier trained only on renders of one world at one size, with its held-out accuracy, kept on disk.
 
     The shared half of PatternJudge and TypeJudge: writing and reading the judge file, and a cache keyed by
@@ -253,14 +254,14 @@ class RenderJudge:
         self.world = world
 
     @classmethod
+    @abstractmethod
     def make_net(cls) -> nn.Module:
         """A fresh, untrained net of this judge."""
-        raise NotImplementedError
 
     @classmethod
+    @abstractmethod
     def train(cls: type[JudgeT], size: int, progress: bool = True, world: str = DEFAULT_WORLD) -> JudgeT:
         """Train on `world`'s renders at `size` px from training seeds; measure on held-out renders."""
-        raise NotImplementedError
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the judge (weights, size, accuracy, world, version) atomically."""
