@@ -62,10 +62,27 @@ DEMO_DESCRIPTION = (
     "ficekit's synthetic people: one full-length person of the procedural fashion world (ficekit.synthetic) "
     "on a plain or gradient background"
 )
+# What the photos of each synthetic world show (ficekit.synthetic.world.WORLD_VERSIONS); v1 is DEMO_DESCRIPTION.
+DEMO_DESCRIPTIONS = {
+    "v1": DEMO_DESCRIPTION,
+    "v2": "ficekit's synthetic people: the upper body (head to hips) of one person of the procedural fashion world "
+    "(ficekit.synthetic, world v2) on a plain or gradient background",
+}
 DEMO_WAY_ON = (
     "the demo bundle only knows ficekit's synthetic people; for real photos run `python -m ficekit.download fice` "
     "and pass `--bundle fice`"
 )
+
+
+def demo_description(world: str | None) -> str:
+    """The domain description of a demo bundle trained on synthetic `world` (None = v1, the default world)."""
+    if world is None:
+        return DEMO_DESCRIPTION
+    if world not in DEMO_DESCRIPTIONS:
+        raise ValueError(f"world: expected one of {tuple(DEMO_DESCRIPTIONS)}, got {world!r}")
+    return DEMO_DESCRIPTIONS[world]
+
+
 FICE_DESCRIPTION = "VITON-style upper-body fashion photos: one person, front view, filling much of the frame"
 FICE_WAY_ON = (
     "the fice bundle knows VITON-style photos of one person's upper body; crop the photo to one person, "

@@ -34,10 +34,10 @@ from ficekit.bundle import load_bundle, write_domain
 from ficekit.domain import (
     DEFAULT_MARGIN,
     DEFAULT_QUANTILE,
-    DEMO_DESCRIPTION,
     DEMO_WAY_ON,
     DomainRecord,
     calibrate,
+    demo_description,
     render_photos,
     score_photos,
 )
@@ -245,13 +245,13 @@ def _read_folder(folder: Path, resolution: int) -> tuple[torch.Tensor, list[str]
     return torch.stack([_fit(read_image(p), resolution) for p in paths]), [p.name for p in paths]
 
 
-def _description(args: argparse.Namespace, previous: DomainRecord | None) -> tuple[str, str]:
+def _description(args: argparse.Namespace, previous: DomainRecord | None, world: str | None) -> tuple[str, str]:
     if args.description:
         description = args.description
     elif previous is not None:
         description = previous.description
     elif args.renders:
-        description = DEMO_DESCRIPTION
+        description = demo_description(world)
     else:
         raise ValueError("--description is needed: the bundle has no domain record to take it from")
     if args.way_on is not None:
@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = bundle.domain
         if args.renders is not None or args.images is not None:
             started = time.perf_counter()
-            description, way_on = _description(args, bundle.domain)
+            description, way_on = _description(args, bundle.domain, world)
             if args.renders is not None:
                 photos = render_photos(args.renders, args.seed, pipe.resolution, world)
             else:

@@ -115,7 +115,9 @@ class StepFunction:
     ) -> tuple[torch.Tensor, ...]:
         """G(ws), the active terms and their weighted sum: (total, weighted terms [K], generated)."""
         targets = EditTargets(**dict(zip(_TARGET_FIELDS, fields, strict=True)))
-        generated = synthesize_01(self.G, ws)
+        # Unfused modulated convs: the backward then skips every conv-weight gradient (about a third of the
+        # generator's conv arithmetic); the same maths as the eager loop's fused form up to float rounding.
+        generated = synthesize_01(self.G, ws, fused_modconv=False)
         raw = self.objective.raw_terms(generated, ws, targets, noise)
         weighted = [raw[name] * self.objective.weights[name] for name in self.names]
         total = sum(weighted)  # the Objective's own summation, term by term in the same order

@@ -28,6 +28,7 @@ from ficekit.domain import (
     OutOfDomainError,
     calibrate,
     check_photos,
+    demo_description,
     fice_domain_record,
     person_rule_record,
     region_sizes,
@@ -309,3 +310,10 @@ def test_fice_rule_on_a_random_weight_bundle(tmp_path: Path) -> None:
         OutOfDomainError, match=r"^a: outside the domain of bundle 'random-tiny' .*fice bundle knows VITON-style photos"
     ):
         check_photos(pipe, x[:1], narrow, ["a"])
+
+
+def test_demo_description_names_each_worlds_framing() -> None:
+    assert "full-length" in demo_description("v1") and demo_description(None) == demo_description("v1")
+    assert "upper body" in demo_description("v2") and "full-length" not in demo_description("v2")
+    with pytest.raises(ValueError, match="world"):
+        demo_description("v9")

@@ -31,7 +31,9 @@ class _AffineSynthesis(nn.Module):
         self.resolution = resolution
         self.weight = nn.Parameter(torch.randn(w_dim, 3 * resolution * resolution) / w_dim**0.5)
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const", force_fp32: bool = True) -> torch.Tensor:
+    def forward(
+        self, ws: torch.Tensor, noise_mode: str = "const", force_fp32: bool = True, fused_modconv: bool | None = None
+    ) -> torch.Tensor:
         image = torch.tanh(ws.mean(1) @ self.weight)
         return image.view(ws.shape[0], 3, self.resolution, self.resolution)
 
@@ -143,6 +145,40 @@ def test_compiled_step_matches_eager_and_is_reused_across_edits() -> None:
     assert step_for(G, objective, backend=backend) is step_for(G, objective, backend=backend)
     expected = optimize_latents(G, objective, other, OptimizeConfig(iterations=4), progress=False)
     torch.testing.assert_close(again.ws, expected.ws, rtol=1e-5, atol=1e-6)
+
+
+def test_the_step_needs_no_conv_weight_gradients_and_renders_what_the_fused_generator_renders() -> None:
+    """The step draws G with unfused modulated convs: no convolution then takes a weight that depends on ws
+    (so backward computes no weight gradient), and the image is FICE's fused one up to float rounding."""
+    from torch.overrides import TorchFunctionMode
+
+    from ficekit.generator import Generator, synthesize_01
+
+    class ConvWeights(TorchFunctionMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.grad_flags: list[bool] = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func in (torch.nn.functional.conv2d, torch.nn.functional.conv_transpose2d):
+                self.grad_flags.append(bool(args[1].requires_grad))
+            return func(*args, **kwargs)
+
+    torch.manual_seed(0)
+    G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
+                  synthesis_kwargs={"channel_base": 64, "channel_max": 16}).eval().requires_grad_(False)
+    objective = Objective([ImageTerm(), WDelta()], {"img": 30, "w_delta": 1})
+    ws = G.mapping(torch.randn(1, 8), None).detach().requires_grad_(True)
+    targets = objective.prepare(torch.rand(1, 3, 16, 16), torch.rand(1, 1, 16, 16), None, ws.detach())
+    step = StepFunction(G, objective, backend="aot_eager")
+    with ConvWeights() as convs:
+        out = step.eager(ws, targets)
+    assert convs.grad_flags and not any(convs.grad_flags)
+    with ConvWeights() as fused_convs:
+        fused = synthesize_01(G, ws)
+    assert any(fused_convs.grad_flags)  # FICE's fused form: the per-sample weights depend on ws
+    torch.testing.assert_close(out.generated, fused, rtol=1e-5, atol=1e-5)
 
 
 class MeanColourClip(nn.Module):

@@ -394,6 +394,11 @@ def to_01(img: torch.Tensor) -> torch.Tensor:
     return img * 0.5 + 0.5
 
 
-def synthesize_01(G: Generator, ws: torch.Tensor) -> torch.Tensor:
-    """G(W+) as [N, 3, H, W] in [0, 1] the way FICE renders during editing: const noise, float32."""
-    return to_01(G.synthesis(ws, noise_mode="const", force_fp32=True))
+def synthesize_01(G: Generator, ws: torch.Tensor, fused_modconv: bool | None = None) -> torch.Tensor:
+    """G(W+) as [N, 3, H, W] in [0, 1] the way FICE renders during editing: const noise, float32.
+
+    fused_modconv: None = the generator's own choice (FICE's: one grouped conv per layer in eval mode); False
+    scales activations around the shared frozen conv weight instead, the same maths up to float rounding, and
+    then a backward pass needs no gradient of the conv weights (they depend on ws only in the fused form).
+    """
+    return to_01(G.synthesis(ws, noise_mode="const", force_fp32=True, fused_modconv=fused_modconv))

@@ -318,7 +318,7 @@ def train_bundle(
 def _write_domain_record(bundle: Bundle, world: str, device: str, renders: int) -> Bundle:
     """Calibrate the demo's domain record (ficekit.domain) on `renders` held-out renders of seed block
     DOMAIN_SEED (disjoint from the synthetic benchmark's block 0) and store it in bundle.json."""
-    from ficekit.domain import DEMO_DESCRIPTION, DEMO_WAY_ON, calibrate, render_photos
+    from ficekit.domain import DEMO_WAY_ON, calibrate, demo_description, render_photos
     from ficekit.pipeline import FicePipeline
 
     pipe = FicePipeline(bundle, device=device)
@@ -327,7 +327,7 @@ def _write_domain_record(bundle: Bundle, world: str, device: str, renders: int) 
         f"python -m ficekit.synthetic.train (recalibrate: python -m ficekit.domain_calibrate --bundle <this folder> "
         f"--renders {renders} --seed {DOMAIN_SEED} --write)"
     )
-    record = calibrate(pipe, photos, DEMO_DESCRIPTION, DEMO_WAY_ON, command=command)
+    record = calibrate(pipe, photos, demo_description(world), DEMO_WAY_ON, command=command)
     log.info("domain record: %s, accepted range [%.3g, %.3g]", record.score, record.low, record.high)
     return write_domain(bundle.root, record)
 
