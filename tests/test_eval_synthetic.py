@@ -131,11 +131,13 @@ def test_pattern_judge_learns_from_renders_and_round_trips(tmp_path):
 
 @pytest.mark.parametrize("which", ["tiny random", "shipped demo"])
 def test_benchmark_cli_writes_table_json_and_grid(which, tmp_path, monkeypatch, capsys):
-    """The tiny random bundle edits v2 photos, type cases included; the shipped demo bundle knows v1 photos only,
-    where no type case is made (the type judge cannot tell v1's kinds of top apart) and the table says so."""
+    """The shipped demo bundle edits photos of its own world and the tiny random bundle those of the other, so both
+    worlds run: v2 with type cases, v1 without (the type judge cannot tell v1's kinds of top apart; the table
+    says so)."""
     torch.set_num_threads(1)
+    demo_world = load_bundle("demo").provenance.get("world", "v1")
     bundle = write_random_bundle(tmp_path / "tiny", "tiny", seed=0) if which == "tiny random" else load_bundle("demo")
-    world = "v2" if which == "tiny random" else "v1"
+    world = demo_world if which == "shipped demo" else {"v1": "v2", "v2": "v1"}[demo_world]
     size = int(bundle.load("generator", "cpu").img_resolution)
     judge = PatternJudge.train(size, n_train=100, n_val=20, steps=5, progress=False, world=world)
     path = PatternJudge.cache_path(size, tmp_path / "cache", world)
