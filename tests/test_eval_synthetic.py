@@ -168,6 +168,7 @@ def test_benchmark_cli_writes_table_json_and_grid(which, tmp_path, monkeypatch, 
         assert "no type cases in world v1" in report["type_cases_skipped"] and "no type cases in world v1" in table
     assert set(report["configs"]) == {"ideal", "fice", "auto+feather", "auto+feather+pn"}
     assert [c["kind"] for c in report["cases"]] == ["colour", "pattern", "sleeve"] + ["type"] * typed
+    assert all(set(c["target"]) == {"kind", "colour", "pattern", "sleeve"} for c in report["cases"])
     rates = ("colour_success", "pattern_success", "sleeve_success") + ("type_success",) * typed
     for name, row in report["configs"].items():
         for key in rates:

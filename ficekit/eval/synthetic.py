@@ -32,6 +32,7 @@ Examples:
   python -m ficekit.eval.synthetic --n 24 --json benchmarks/results/synthetic.json
   python -m ficekit.eval.synthetic --n 2 --iterations 5 --configs fice,auto+feather
   python -m ficekit.eval.synthetic --rounds 2 --n 24 --json benchmarks/results/rounds.json
+  python -m ficekit.eval.synthetic --pool seed0.json seed1.json --json pooled.json   # two seeds as one report
 """
 
 from __future__ import annotations
@@ -352,7 +353,7 @@ def type_judge(
     return _announced_judge(TypeJudge, TYPE_JUDGE_TRAINING_TIME, size, cache_dir, progress, world)
 
 
-def _summary(rows: list[dict[str, float]], seed: int = 0) -> dict[str, Any]:
+def summarize(rows: list[dict[str, float]], seed: int = 0) -> dict[str, Any]:
     """Mean of each metric over the cases that have it; rates also get `<rate>_ci95` [low, high] and `<rate>_n`."""
     out: dict[str, Any] = {}
     for key in METRICS:
@@ -428,7 +429,7 @@ def run_benchmark(
         per_case[name] = rows
         results[name] = images
         if progress:
-            print(f"  {name}: {_format_row(_summary(rows, seed))}", file=sys.stderr)
+            print(f"  {name}: {_format_row(summarize(rows, seed))}", file=sys.stderr)
 
     report = {
         "bundle": str(pipe.bundle.root),
@@ -446,10 +447,12 @@ def run_benchmark(
         "psnr_cap_db": PSNR_CAP_DB,
         "pattern_judge_held_out_accuracy": judge.accuracy,
         "type_judge_held_out_accuracy": kinds_judge.accuracy if kinds_judge is not None else None,
-        "configs": {name: {"settings": CONFIGS.get(name, {"renderer": True}), **_summary(rows, seed)} for name, rows in per_case.items()},
+        "configs": {name: {"settings": CONFIGS.get(name, {"renderer": True}), **summarize(rows, seed)} for name, rows in per_case.items()},
         "skipped": skipped,
         "cases": [
             {"seed": c.seed, "slot": c.slot, "kind": c.kind, "text": c.text,
+             "target": {"kind": c.target.kind, "colour": c.target.colour, "pattern": c.target.pattern,
+                        "sleeve": c.target.sleeve},
              "scores": {name: rows[i] for name, rows in per_case.items()}}
             for i, c in enumerate(cases)
         ],
@@ -560,7 +563,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="2: the two-round benchmark (session vs naive chain vs one edit; ficekit.eval.rounds)")  # fmt: skip
     parser.add_argument("--followup-iterations", type=int, default=None,
                         help="--rounds 2: steps of the session's follow-up round (default: the bundle's)")  # fmt: skip
+    parser.add_argument("--pool", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="join the --json reports of several seeds into one (ficekit.eval.pool): table over all "
+                        "cases and success per target pattern and sleeve; runs no edit")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.pool is not None:
+        return _pool_main(args.pool, args.json)
     if args.rounds == 2:
         from ficekit.eval.rounds import run_from_args
 
@@ -589,6 +597,32 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(json_safe(report), indent=2, allow_nan=False)
         atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
+    return 0
+
+
+def _pool_main(paths: Sequence[Path], out: Path | None) -> int:
+    """--pool: print the pooled table and the breakdowns of each configuration; write the pooled JSON."""
+    from ficekit.eval.pool import BREAKDOWNS, PoolError, breakdown, format_breakdown, pool_reports
+
+    try:
+        reports = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+        pooled = pool_reports(reports)
+        tables = {name: {by: breakdown(pooled, by, name) for by in BREAKDOWNS} for name in pooled["configs"]}
+    except (OSError, json.JSONDecodeError, PoolError, ValueError, KeyError) as e:
+        print(f"ficekit.eval.synthetic: error: --pool: {e}", file=sys.stderr)
+        return 2
+    print(format_table(pooled))
+    for name, by_field in tables.items():
+        if name == "ideal":
+            continue
+        for by, table in by_field.items():
+            print(f"\n{name}, by target {by}:\n{format_breakdown(table, by)}")
+    if out is not None:
+        from ficekit.checkpoint_io import atomic_write
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(json_safe({**pooled, "breakdowns": tables}), indent=2, allow_nan=False)
+        atomic_write(out, lambda tmp: Path(tmp).write_text(text))
     return 0
 
 
