@@ -103,31 +103,36 @@ def faces(resolution: int, n: int) -> torch.Tensor:
     return F.interpolate(grey, size=(resolution, resolution), mode="bilinear", align_corners=False).clamp(0, 1)
 
 
-def pasted_on_texture(resolution: int, seeds: Sequence[int], rng: np.random.Generator) -> torch.Tensor:
-    """Renders whose background is replaced by a texture (brick, grass, gravel) or a crop of a real photo."""
+def pasted_on_texture(
+    resolution: int, seeds: Sequence[int], rng: np.random.Generator, world: str | None = None
+) -> torch.Tensor:
+    """Renders of `world` (None = v1) whose background is replaced by a texture (brick, grass, gravel) or a crop
+    of a real photo."""
     from ficekit.synthetic import render
 
     folder = skimage_data()
     textures = [_read_rgb(folder / name) for name in SKIMAGE_TEXTURES + SKIMAGE_PHOTOS[:7]]
     out = []
     for i, seed in enumerate(seeds):
-        sample = render(int(seed), size=resolution)
+        sample = render(int(seed), size=resolution, world=world)
         person = torch.from_numpy(sample.parsing != 0).float()[None]
         texture = _random_crop(textures[i % len(textures)], rng, resolution, 0.3, 1.0)
         out.append(sample.to_tensor() * person + texture * (1 - person))
     return torch.stack(out)
 
 
-def crops(resolution: int, seeds: Sequence[int], rng: np.random.Generator) -> torch.Tensor:
-    """Random square crops (25-60 % of the side) of renders, enlarged: part of a person, or background."""
+def crops(resolution: int, seeds: Sequence[int], rng: np.random.Generator, world: str | None = None) -> torch.Tensor:
+    """Random square crops (25-60 % of the side) of renders of `world`, enlarged: part of a person, or background."""
     from ficekit.synthetic import render
 
-    return torch.stack([_random_crop(render(int(s), size=2 * resolution).to_tensor(), rng, resolution, 0.25, 0.6)
+    return torch.stack([_random_crop(render(int(s), size=2 * resolution, world=world).to_tensor(), rng, resolution, 0.25, 0.6)
                         for s in seeds])  # fmt: skip
 
 
-def rotations(resolution: int, seeds: Sequence[int], angles: Sequence[float]) -> torch.Tensor:
-    """Renders rotated by `angles` in turn (multiples of 90 exactly; others bilinearly, corners in the
+def rotations(
+    resolution: int, seeds: Sequence[int], angles: Sequence[float], world: str | None = None
+) -> torch.Tensor:
+    """Renders of `world` rotated by `angles` in turn (multiples of 90 exactly; others bilinearly, corners in the
     background's top-left colour)."""
     from PIL import Image
 
@@ -135,7 +140,7 @@ def rotations(resolution: int, seeds: Sequence[int], angles: Sequence[float]) ->
 
     out = []
     for i, seed in enumerate(seeds):
-        image, angle = render(int(seed), size=resolution).image, angles[i % len(angles)]
+        image, angle = render(int(seed), size=resolution, world=world).image, angles[i % len(angles)]
         if angle % 90 == 0:
             rotated = np.rot90(image, k=int(angle // 90) % 4)
         else:
@@ -188,9 +193,10 @@ def noise(resolution: int, n: int, rng: np.random.Generator) -> torch.Tensor:
     return torch.stack(out)
 
 
-def hard_negatives(resolution: int, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def hard_negatives(resolution: int, n: int, seed: int = 0, world: str | None = None) -> dict[str, torch.Tensor]:
     """Every negative family, `n` photos each (fewer for the fixed real-photo sets), reproducible from `seed`.
-    Renders come from the held-out seed block 90 + seed, disjoint from calibration's and evaluation's usual blocks."""
+    Renders (of `world`; None = v1) come from the held-out seed block 90 + seed, disjoint from calibration's and
+    evaluation's usual blocks."""
     from ficekit.synthetic.dataset import held_out_seeds
 
     rng = np.random.default_rng(seed)
@@ -198,10 +204,10 @@ def hard_negatives(resolution: int, n: int, seed: int = 0) -> dict[str, torch.Te
     return {
         "skimage photos": real_photos(resolution),
         "skimage LFW faces": faces(resolution, n),
-        "renders on textures": pasted_on_texture(resolution, seeds[:n], rng),
-        "crops of renders": crops(resolution, seeds[n : 2 * n], rng),
-        "renders rotated 90/180/270": rotations(resolution, seeds[2 * n : 3 * n], (90, 180, 270)),
-        "renders rotated 15-45 deg": rotations(resolution, seeds[3 * n :], (15, -15, 30, -30, 45, -45)),
+        "renders on textures": pasted_on_texture(resolution, seeds[:n], rng, world),
+        "crops of renders": crops(resolution, seeds[n : 2 * n], rng, world),
+        "renders rotated 90/180/270": rotations(resolution, seeds[2 * n : 3 * n], (90, 180, 270), world),
+        "renders rotated 15-45 deg": rotations(resolution, seeds[3 * n :], (15, -15, 30, -30, 45, -45), world),
         "photos of text": text_photos(resolution, n, rng),
         "noise": noise(resolution, n, rng),
     }
@@ -267,7 +273,7 @@ def evaluate(pipe: object, record: DomainRecord, n: int, seed: int, world: str |
     """(family, photos, share accepted) for `n` held-out renders of seed block `seed` and every negative family."""
     resolution = int(pipe.resolution)  # type: ignore[attr-defined]
     families = {f"held-out renders (block {seed})": render_photos(n, seed, resolution, world)}
-    families.update(hard_negatives(resolution, n, seed))
+    families.update(hard_negatives(resolution, n, seed, world))
     rows = []
     for name, photos in families.items():
         scores = score_photos(pipe, photos, record)

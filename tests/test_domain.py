@@ -134,7 +134,7 @@ def test_missing_required_field_is_named(tmp_path: Path) -> None:
 
 def test_zmax_score_by_hand(demo: FicePipeline) -> None:
     """One recon part, centre c and scale s: the score is max((log MSE - c) / s, 0); a two-sided part |z|."""
-    x = render_photos(2, seed=0, resolution=demo.resolution)
+    x = render_photos(2, seed=0, resolution=demo.resolution, world=demo.bundle.provenance.get("world"))
     mse = ((demo.reconstruct(x) - x) ** 2).mean(dim=(1, 2, 3)).double()
     centre, scale = float(mse[0].log()), 0.25
     high = DomainRecord(
@@ -180,7 +180,8 @@ def _shipped_record() -> DomainRecord:
 
 
 def test_demo_accepts_held_out_renders(demo: FicePipeline) -> None:
-    x = render_photos(8, seed=0, resolution=demo.resolution)  # the synthetic benchmark's held-out block
+    # The synthetic benchmark's held-out block, in the demo's world.
+    x = render_photos(8, seed=0, resolution=demo.resolution, world=demo.bundle.provenance.get("world"))
     scores = check_photos(demo, x, _shipped_record(), [f"render{i}" for i in range(8)])
     assert len(scores) == 8 and all(isinstance(s, DomainScore) and s.accepted for s in scores)
     assert score_photos(demo, x) == scores  # the pipe's bundle's record by default
@@ -216,7 +217,8 @@ def test_demo_refuses_hard_negatives(demo: FicePipeline, family: str) -> None:
         x = negatives.text_photos(demo.resolution, 2, rng)
     else:
         pytest.importorskip("skimage")
-        x = negatives.pasted_on_texture(demo.resolution, [1_000_000_001, 1_000_000_002], rng)
+        world = demo.bundle.provenance.get("world")
+        x = negatives.pasted_on_texture(demo.resolution, [1_000_000_001, 1_000_000_002], rng, world)
     assert not any(s.accepted for s in score_photos(demo, x, _shipped_record()))
 
 
@@ -240,7 +242,7 @@ def test_score_input_is_checked(demo: FicePipeline) -> None:
 
 
 def test_calibrate_and_cli_write(demo: FicePipeline, tmp_path: Path) -> None:
-    x = render_photos(24, seed=5, resolution=demo.resolution)
+    x = render_photos(24, seed=5, resolution=demo.resolution, world=demo.bundle.provenance.get("world"))
     record = calibrate(demo, x, "synthetic people", way_on="use fice")
     assert record.score == SCORE_CALIBRATED and record.n == 24 and record.low == 0.0
     assert set(record.stats["parts"]) == {"recon", "parse_entropy", "background_share", "pose_doubt", "person_share"}

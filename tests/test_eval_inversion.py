@@ -29,13 +29,16 @@ def test_benchmark_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert 5 < row["psnr_db"] < 60 and row["garment_psnr_db"] is not None and 0 < row["ssim"] <= 1
         assert row["lpips"] is None and row["seconds"] > 0  # no LPIPS backbone given
     assert report["losses"]["optimize"] == ["mse"] and report["lpips_backbone"] is None
-    # Only a tuned generator can differ from the original; two steps of tuning barely move it.
+    # Only a tuned generator can differ from the original. Two Adam steps at PTI's lr move every weight by about
+    # 2 lr at once (Adam's first steps are sign steps), which costs ~20 dB on this bundle: the copy differs from G
+    # (finite PSNR) yet still draws G's images (far above the ~12 dB of two unrelated samples of G).
     assert (
         report["methods"]["e4e"]["locality_psnr_db"] is None
         and report["methods"]["optimize"]["locality_psnr_db"] is None
     )
-    assert 25 < report["methods"]["pti"]["locality_psnr_db"] < 100
+    assert 15 < report["methods"]["pti"]["locality_psnr_db"] < 100
     assert [case["seed"] for case in report["cases"]] == bench.held_out_photos(2, 64, 3)[0]
+    assert report["world"] == "v2"  # the photos are renders of the bundle's own world
     # The summary is the mean of the cases.
     cases = [case["scores"]["pti"]["psnr_db"] for case in report["cases"]]
     assert report["methods"]["pti"]["psnr_db"] == pytest.approx(np.mean(cases))

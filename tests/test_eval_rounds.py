@@ -90,8 +90,9 @@ def test_two_rounds_end_to_end_on_the_demo_bundle(tmp_path, monkeypatch, capsys)
     """`python -m ficekit.eval.synthetic --rounds 2` at 1 step a round: the three strategies ran on the same cases."""
     torch.set_num_threads(1)
     bundle = load_bundle("demo")
-    judge = PatternJudge.train(SIZE, n_train=100, n_val=20, steps=5, progress=False)
-    path = PatternJudge.cache_path(SIZE, tmp_path / "cache")
+    world = bundle.provenance["world"]  # the cases are renders of the bundle's own world, judged by its judge
+    judge = PatternJudge.train(SIZE, n_train=100, n_val=20, steps=5, progress=False, world=world)
+    path = PatternJudge.cache_path(SIZE, tmp_path / "cache", world)
     path.parent.mkdir(parents=True)
     judge.save(path)
     monkeypatch.setenv("FICEKIT_CACHE", str(tmp_path / "cache"))
@@ -102,7 +103,7 @@ def test_two_rounds_end_to_end_on_the_demo_bundle(tmp_path, monkeypatch, capsys)
     table = capsys.readouterr().out
     assert all(f"| {name} |" in table for name in rounds.STRATEGIES) and "follow-up / first-round" in table
     report = json.loads(out.read_text())
-    assert report["n"] == report["cases_done"] == 2
+    assert report["n"] == report["cases_done"] == 2 and report["world"] == world
     assert (report["iterations"], report["followup_iterations"]) == (2, 1)
     assert set(report["strategies"]) == set(rounds.STRATEGIES)
     for row in report["strategies"].values():

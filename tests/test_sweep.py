@@ -182,8 +182,9 @@ def pipe() -> FicePipeline:
 def synthetic_run(pipe, tmp_path_factory):
     """One synthetic sweep: 2 cases x (w_delta, a registered user regulariser) x weights (0.5, 2), 1 step."""
     cache = tmp_path_factory.mktemp("judge-cache")
-    judge = PatternJudge.train(pipe.resolution, n_train=100, n_val=20, steps=5, progress=False)
-    judge.save(PatternJudge.cache_path(pipe.resolution, cache))
+    world = pipe.bundle.provenance["world"]  # the sweep renders the bundle's own world and judges it
+    judge = PatternJudge.train(pipe.resolution, n_train=100, n_val=20, steps=5, progress=False, world=world)
+    judge.save(PatternJudge.cache_path(pipe.resolution, cache, world))
     register_regularizer("test_l1", lambda G=None: CountingL1())
     try:
         out = tmp_path_factory.mktemp("sweep-synthetic")

@@ -55,13 +55,16 @@ def _garment_mask(sample: Any) -> torch.Tensor:
     return torch.from_numpy(mask)
 
 
-def held_out_photos(n: int, size: int, seed: int = 0) -> tuple[list[int], torch.Tensor, torch.Tensor]:
-    """The first `n` held-out renders at `size` px: their seeds, images [n,3,size,size] and garment masks [n,1,...]."""
+def held_out_photos(
+    n: int, size: int, seed: int = 0, world: str | None = None
+) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """The first `n` held-out renders of `world` (None = v1) at `size` px: their seeds, images [n,3,size,size] and
+    garment masks [n,1,...]."""
     from ficekit.synthetic.dataset import held_out_seeds
     from ficekit.synthetic.render import render
 
     seeds = held_out_seeds(n, seed=seed)
-    samples = [render(s, size=size) for s in seeds]
+    samples = [render(s, size=size, world=world) for s in seeds]
     photos = torch.stack([s.to_tensor() for s in samples])
     masks = torch.stack([_garment_mask(s) for s in samples])[:, None].float()
     return seeds, photos, masks
@@ -147,7 +150,8 @@ def run_benchmark(
 
         lpips = LpipsDistance(lpips_backbone, net=lpips_net_of(Path(lpips_backbone)), device=torch_device)
     size = int(G.img_resolution)
-    seeds, photos, garments = held_out_photos(n, size, seed)
+    world = loaded.provenance.get("world")  # the bundle's own world (v1 for bundles from before worlds)
+    seeds, photos, garments = held_out_photos(n, size, seed, world)
 
     per_case: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     reconstructions: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
@@ -173,7 +177,7 @@ def run_benchmark(
 
     summary = {m: {k: _mean([row[k] for row in rows]) for k in METRICS} for m, rows in per_case.items()}
     report = {
-        "bundle": str(loaded.root), "n": n, "seed": seed, "device": str(torch_device), "resolution": size,
+        "bundle": str(loaded.root), "n": n, "seed": seed, "device": str(torch_device), "resolution": size, "world": world or "v1",
         "threads": torch.get_num_threads(), "steps": steps, "pivot": pivot if "pti" in methods else None,
         "lpips_backbone": str(lpips_backbone) if lpips_backbone is not None else None,
         "losses": losses, "methods": summary,

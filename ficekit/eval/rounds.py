@@ -43,6 +43,7 @@ from ficekit.eval.synthetic import (
     EditCase,
     Scorer,
     bootstrap_ci,
+    bundle_world,
     garment_fields,
     instruction_for,
     json_safe,
@@ -52,7 +53,7 @@ from ficekit.eval.synthetic import (
 from ficekit.synthetic.captions import colour_words
 from ficekit.synthetic.dataset import held_out_seeds
 from ficekit.synthetic.render import Sample, render
-from ficekit.synthetic.world import PALETTE, PATTERNS, Garment, contrasting_colours
+from ficekit.synthetic.world import DEFAULT_WORLD, PALETTE, PATTERNS, Garment, contrasting_colours
 
 logger = logging.getLogger(__name__)
 
@@ -111,14 +112,15 @@ def follow_up(garment: Garment, kind: str, rng: np.random.Generator) -> tuple[Ga
     return dataclasses.replace(garment, pattern=pattern, secondary=secondary), text
 
 
-def make_round_cases(n: int, size: int, seed: int = 0) -> list[RoundsCase]:
-    """`n` two-round cases from held-out renders at `size` px without a jacket; the plans cycle through PLANS."""
+def make_round_cases(n: int, size: int, seed: int = 0, world: str = DEFAULT_WORLD) -> list[RoundsCase]:
+    """`n` two-round cases from held-out renders of `world` at `size` px without a jacket; the plans cycle
+    through PLANS."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     rng = np.random.default_rng(seed)
     cases: list[RoundsCase] = []
     for photo_seed in held_out_seeds(20 * n + 20, seed=seed):
-        photo = render(photo_seed, size=size)
+        photo = render(photo_seed, size=size, world=world)
         garments = photo.attributes.garments()
         slots = [s for s in JUDGED_SLOTS if s in garments]
         if "outerwear" in garments or not slots or int(photo.mask(slots[0]).sum()) < 16:
@@ -127,7 +129,8 @@ def make_round_cases(n: int, size: int, seed: int = 0) -> list[RoundsCase]:
         first = target_for(garments[slot], plan[0], rng)
         final, follow_up_text = follow_up(first, plan[1], rng)
         ideals = tuple(
-            render(photo_seed, size=size, attributes=photo.attributes.with_garment(slot, **garment_fields(g)))
+            render(photo_seed, size=size, world=world,
+                   attributes=photo.attributes.with_garment(slot, **garment_fields(g)))
             for g in (first, final)
         )
         cases.append(RoundsCase(photo_seed, slot, plan, photo, (first, final), ideals, (instruction_for(first), follow_up_text)))
@@ -139,15 +142,15 @@ def make_round_cases(n: int, size: int, seed: int = 0) -> list[RoundsCase]:
 class _JudgeOnFirstUse:
     """The pattern judge, loaded (or trained) when a result is first scored, so edits start at once."""
 
-    def __init__(self, size: int, cache_dir: str | Path | None, progress: bool) -> None:
-        self.size, self.cache_dir, self.progress = size, cache_dir, progress
+    def __init__(self, size: int, cache_dir: str | Path | None, progress: bool, world: str = DEFAULT_WORLD) -> None:
+        self.size, self.cache_dir, self.progress, self.world = size, cache_dir, progress, world
         self._judge: PatternJudge | None = None
 
     @property
     def judge(self) -> PatternJudge:
         """The judge itself (loaded or trained now if need be)."""
         if self._judge is None:
-            self._judge = pattern_judge(self.size, self.cache_dir, self.progress)
+            self._judge = pattern_judge(self.size, self.cache_dir, self.progress, self.world)
         return self._judge
 
     @property
@@ -249,11 +252,12 @@ def run_rounds(
     from ficekit.pipeline import FicePipeline
 
     pipe = FicePipeline.from_bundle(bundle, device=device)
-    cases = make_round_cases(n, pipe.resolution, seed)
+    world = bundle_world(pipe)
+    cases = make_round_cases(n, pipe.resolution, seed, world)
     settings = pipe.settings(iterations=iterations, followup_iterations=followup_iterations)
     overrides = {"iterations": settings.iterations, "followup_iterations": settings.rounds_iterations, "seed": seed,
                  "batch_size": 1}  # fmt: skip
-    scorer = Scorer(_JudgeOnFirstUse(pipe.resolution, judge_cache, progress), pipe.densepose, pipe.device)  # type: ignore[arg-type]
+    scorer = Scorer(_JudgeOnFirstUse(pipe.resolution, judge_cache, progress, world), pipe.densepose, pipe.device)  # type: ignore[arg-type]
     done: list[dict[str, Any]] = []
     report: dict[str, Any] = {}
     for k, case in enumerate(cases, start=1):
@@ -261,7 +265,7 @@ def run_rounds(
         report = {
             "bundle": str(pipe.bundle.root), "n": n, "cases_done": len(done), "seed": seed,
             "iterations": settings.iterations, "followup_iterations": settings.rounds_iterations,
-            "device": str(pipe.device), "torch_threads": torch.get_num_threads(), "resolution": pipe.resolution,
+            "world": world, "device": str(pipe.device), "torch_threads": torch.get_num_threads(), "resolution": pipe.resolution,
             "pattern_judge_held_out_accuracy": scorer.judge.accuracy,
             **summarise(done, seed), "cases": done,
         }  # fmt: skip

@@ -285,10 +285,10 @@ class SyntheticScorer:
 
     def __init__(self, pipe: FicePipeline, judge_cache: str | os.PathLike | None, progress: bool) -> None:
         # The benchmark's judge and scorer are reused as they are, so a sweep and the benchmark judge alike.
-        from ficekit.eval.synthetic import Scorer, pattern_judge
+        from ficekit.eval.synthetic import Scorer, bundle_world, pattern_judge
 
         self.pipe = pipe
-        judge = pattern_judge(pipe.resolution, cache_dir=judge_cache, progress=progress)
+        judge = pattern_judge(pipe.resolution, cache_dir=judge_cache, progress=progress, world=bundle_world(pipe))
         self.scorer = Scorer(judge, pipe.densepose, pipe.device)
 
     def score(self, case: SweepCase, result: EditResult) -> dict[str, float | None]:
@@ -392,9 +392,10 @@ def _edit_groups(
 
 
 def _synthetic_cases(pipe: FicePipeline, n: int, seed: int) -> list[SweepCase]:
-    from ficekit.eval.synthetic import make_cases
+    from ficekit.eval.synthetic import bundle_world, make_cases
 
-    return [SweepCase(str(c.seed), c.text, c) for c in make_cases(n, pipe.resolution, seed)]
+    cases = make_cases(n, pipe.resolution, seed, world=bundle_world(pipe))
+    return [SweepCase(str(c.seed), c.text, c) for c in cases]
 
 
 def _photo_cases(images: Path, texts: str | os.PathLike) -> list[SweepCase]:

@@ -339,6 +339,11 @@ def _announced_judge(
     return judge_class.trained(size, cache_dir=cache_dir, progress=progress, world=world)
 
 
+def bundle_world(pipe: Any) -> str:
+    """The synthetic world a pipeline's bundle was trained on (its provenance); v1 for bundles from before worlds."""
+    return str(pipe.bundle.provenance.get("world", DEFAULT_WORLD))
+
+
 def pattern_judge(
     size: int, cache_dir: str | Path | None = None, progress: bool = True, world: str = DEFAULT_WORLD
 ) -> PatternJudge:
@@ -391,7 +396,7 @@ def run_benchmark(
         raise ValueError(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
     pipe = FicePipeline.from_bundle(bundle, device=device)
     size = pipe.resolution
-    world = world or pipe.bundle.provenance.get("world", DEFAULT_WORLD)
+    world = world or bundle_world(pipe)
     type_cases_skipped = None
     if type_cases and world not in TYPE_JUDGED_WORLDS:
         type_cases_skipped = (f"no type cases in world {world}: the type judge tells kinds of top apart only in "
@@ -607,11 +612,15 @@ def _pool_main(paths: Sequence[Path], out: Path | None) -> int:
     try:
         reports = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
         pooled = pool_reports(reports)
-        tables = {name: {by: breakdown(pooled, by, name) for by in BREAKDOWNS} for name in pooled["configs"]}
+        targeted = all("target" in case for case in pooled["cases"])  # reports made before targets were recorded lack them
+        tables = {name: {by: breakdown(pooled, by, name) for by in BREAKDOWNS} for name in pooled["configs"]
+                  if targeted}  # fmt: skip
     except (OSError, json.JSONDecodeError, PoolError, ValueError, KeyError) as e:
         print(f"ficekit.eval.synthetic: error: --pool: {e}", file=sys.stderr)
         return 2
     print(format_table(pooled))
+    if not targeted:
+        print("\nno breakdown per target: some reports were made before cases recorded their target")
     for name, by_field in tables.items():
         if name == "ideal":
             continue
