@@ -143,6 +143,7 @@ class EditDefaults:
     inversion_steps: int | None = None  # Steps of an optimize/pti inversion; None = the method's default.
     followup_iterations: int | None = None  # Steps of a session's follow-up round; None = iterations // 3.
     compile: str = "off"  # 'off' = eager reference loop; 'auto' = compiled step (minutes to compile on a CPU).
+    perception_every: int = 1  # Perception terms every k-th step (OptimizeConfig.perception_every); 1 = FICE.
 
     def __post_init__(self) -> None:
         if not isinstance(self.regularizer, str) or not self.regularizer:

@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--inversion-steps", type=int, metavar="N", help="steps of an optimize/pti inversion (default: the method's)")
     add("--compile", choices=["off", "auto"], help="auto: compile the edit step once (minutes on a CPU), then about "
         "2x faster steps; worth it for sessions and batches (default: the bundle's, off)")
+    add("--perception-every", type=int, metavar="K", help="evaluate the DensePose and segmenter terms every K-th "
+        "step only: faster, changes FICE's maths (default: the bundle's, 1 = every step)")
     add("--seed", type=int, default=0, help="random seed for a repeatable run (default: 0)")
     add("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     add("--batch-size", type=int, default=4, help="photos optimised together (default: 4)")
@@ -96,7 +98,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         iterations=args.iterations, lr=args.lr, regularizer=args.regularizer, mask=args.mask, stitch=args.stitch,
         clip_augment=args.clip_augment, schedule=args.schedule, seed=args.seed, category=args.category,
         batch_size=args.batch_size, inversion=args.inversion, inversion_steps=args.inversion_steps,
-        followup_iterations=args.followup_iterations, compile=args.compile,
+        followup_iterations=args.followup_iterations, compile=args.compile, perception_every=args.perception_every,
         weights=parse_weights(args.weights) if args.weights is not None else None,
     )
 

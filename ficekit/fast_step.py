@@ -16,7 +16,7 @@ import os
 import shutil
 import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,12 +83,13 @@ class StepFunction:
         objective: Objective,  # the edit objective; its active terms and weights are fixed into the graph
         backend: str | Callable = "inductor",  # torch.compile backend ('aot_eager': traces, generates no code)
         mode: str | None = None,  # torch.compile mode; 'reduce-overhead' = CUDA graphs on CUDA
+        skip: Collection[str] = (),  # active terms this step leaves out (OptimizeConfig.perception_every)
     ) -> None:
         if mode not in COMPILE_MODES:
             raise ValueError(f"compile mode: expected one of {list(COMPILE_MODES)}, got {mode!r}")
         self.G = G
         self.objective = objective
-        self.names = list(objective.active)
+        self.names = objective.evaluated(skip)
         self.backend = backend
         self.mode = mode
         self.failure: str | None = None  # why compiling failed, once it did
@@ -118,7 +119,7 @@ class StepFunction:
         # Unfused modulated convs: the backward then skips every conv-weight gradient (about a third of the
         # generator's conv arithmetic); the same maths as the eager loop's fused form up to float rounding.
         generated = synthesize_01(self.G, ws, fused_modconv=False)
-        raw = self.objective.raw_terms(generated, ws, targets, noise)
+        raw = self.objective.raw_terms(generated, ws, targets, noise, names=self.names)
         weighted = [raw[name] * self.objective.weights[name] for name in self.names]
         total = sum(weighted)  # the Objective's own summation, term by term in the same order
         return total, torch.stack(weighted), generated
@@ -196,18 +197,19 @@ def step_for(
     objective: Objective,  # the edit objective
     backend: str | Callable = "inductor",  # torch.compile backend
     mode: str | None = None,  # torch.compile mode
+    skip: Collection[str] = (),  # active terms the step leaves out
 ) -> StepFunction:
     """The cached StepFunction of (G, objective): built once, so later edits and rounds do not recompile.
 
     The cache lives on the objective (a private attribute), so it goes when the objective goes; a pipeline
     keeps one objective per setting, hence one compiled step per setting and generator.
     """
-    steps: dict[tuple[int, str | Callable, str | None], StepFunction] = vars(objective).setdefault(
-        "_compiled_steps", {}
-    )
-    key = (id(G), backend, mode)
+    steps: dict[tuple[int, str | Callable, str | None, frozenset[str]], StepFunction] = vars(
+        objective
+    ).setdefault("_compiled_steps", {})
+    key = (id(G), backend, mode, frozenset(skip))
     step = steps.get(key)
     if step is None or step.G is not G:
-        step = steps[key] = StepFunction(G, objective, backend=backend, mode=mode)
+        step = steps[key] = StepFunction(G, objective, backend=backend, mode=mode, skip=skip)
         logger.debug("new compiled step for %s (backend %s, mode %s)", type(G).__name__, backend, mode)
     return step

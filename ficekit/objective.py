@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -399,17 +399,21 @@ class Objective(nn.Module):
             keep_mask=targets.keep_mask if keep_mask is None else keep_mask.detach(),
         )
 
-    def forward(self, generated: torch.Tensor, ws: torch.Tensor, targets: EditTargets) -> ObjectiveValue:
-        """Weighted and raw value of every active term and their sum (total is differentiable)."""
+    def forward(
+        self, generated: torch.Tensor, ws: torch.Tensor, targets: EditTargets, skip: Collection[str] = ()
+    ) -> ObjectiveValue:
+        """Weighted and raw value of every active term not in `skip` and their sum (total is differentiable).
+        `skip` leaves terms out of this evaluation (OptimizeConfig.perception_every); () = every term (FICE)."""
         n = targets.batch_size
         check_shape("generated", generated, [n, 3, None, None])
         check_shape("ws", ws, [n, None, None])
+        names = self.evaluated(skip)
         if not self.timing:
-            return self._weigh(self.raw_terms(generated, ws, targets))
+            return self._weigh(self.raw_terms(generated, ws, targets, names=names))
         sync = generated.is_cuda
         raw: dict[str, torch.Tensor] = {}
         seconds: dict[str, float] = {}
-        for name in self.active:
+        for name in names:
             if sync:
                 torch.cuda.synchronize(generated.device)
             start = time.perf_counter()
@@ -425,11 +429,23 @@ class Objective(nn.Module):
         ws: torch.Tensor,  # [N,num_ws,w_dim]
         targets: EditTargets,
         noise: Mapping[str, Any] | None = None,  # draw_noise's output; None = terms draw their own
+        names: Sequence[str] | None = None,  # the terms to evaluate, in evaluation order; None = every active one
     ) -> dict[str, torch.Tensor]:
-        """Unweighted value of every active term, with no timing and no host synchronisation, so that
-        torch.compile can trace it as one graph (ficekit.fast_step)."""
+        """Unweighted value of every active term (or of `names`), with no timing and no host synchronisation, so
+        that torch.compile can trace it as one graph (ficekit.fast_step)."""
         noise = noise or {}
-        return {name: self._term(name, generated, ws, targets, noise.get(name)) for name in self.active}
+        names = self.active if names is None else names
+        return {name: self._term(name, generated, ws, targets, noise.get(name)) for name in names}
+
+    def evaluated(self, skip: Collection[str] = ()) -> list[str]:
+        """The active terms an evaluation that leaves out `skip` computes, in evaluation order."""
+        unknown = [name for name in skip if name not in self.terms]
+        if unknown:
+            raise ValueError(f"skip: unknown term(s) {unknown}; known terms: {list(self.terms)}")
+        names = [name for name in self.active if name not in skip]
+        if not names:
+            raise ValueError(f"skip: leaves none of the active terms {self.active} to evaluate")
+        return names
 
     def draw_noise(self, image_shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
         """The random numbers one evaluation on images of `image_shape` draws, per term that can draw them ahead

@@ -34,6 +34,9 @@ from ficekit.shapes import check_shape
 logger = logging.getLogger(__name__)
 
 SCHEDULES = ("constant", "cosine", "rampdown")
+# Terms that run a perception model on G(w) each step; OptimizeConfig.perception_every can space them out.
+PERCEPTION_TERMS = ("shape", "head_shape")
+MAX_PERCEPTION_EVERY = 1000
 # precision -> autocast dtype of the forward (None = plain float32, the reference).
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -54,6 +57,9 @@ class OptimizeConfig:
     compile_backend: str | Callable = "inductor"  # torch.compile backend for compile='auto' (name or callable)
     compile_mode: str | None = None  # torch.compile mode; 'reduce-overhead' = CUDA graphs (CUDA only)
     precision: str = "fp32"  # 'fp32' (FICE); 'bf16' / 'fp16' = forward under autocast (changes the maths)
+    # Evaluate the perception terms (PERCEPTION_TERMS: DensePose and segmenter on G(w)) every k-th step only;
+    # between, they hold their last value and give no gradient. 1 = every step (FICE); >1 changes the maths.
+    perception_every: int = 1
 
     def __post_init__(self) -> None:
         if self.compile not in COMPILE_CHOICES:
@@ -62,6 +68,12 @@ class OptimizeConfig:
             raise ValueError(f"precision: expected one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode: expected one of {list(COMPILE_MODES)}, got {self.compile_mode!r}")
+        if isinstance(self.perception_every, bool) or not isinstance(self.perception_every, int) or not (
+            1 <= self.perception_every <= MAX_PERCEPTION_EVERY
+        ):
+            raise ValueError(
+                f"perception_every: expected an int between 1 and {MAX_PERCEPTION_EVERY}, got {self.perception_every!r}"
+            )
         if self.iterations < 0:
             raise ValueError(f"iterations: expected >= 0, got {self.iterations}")
         if not self.lr > 0:
@@ -203,6 +215,19 @@ class _Stopwatch:
             self.totals[key] = self.totals.get(key, 0.0) + value
 
 
+def _with_held_terms(
+    losses: dict[str, float], active: Sequence[str], skip: Sequence[str], held: dict[str, float]
+) -> dict[str, float]:
+    """A step's losses in the objective's term order, the skipped terms at their last evaluated value (also in
+    'total', so the logged curve stays comparable); `held` is updated from the steps that evaluated them."""
+    for name in active:
+        if name not in skip and name in PERCEPTION_TERMS:
+            held[name] = losses[name]
+    out = {name: losses[name] if name not in skip else held[name] for name in active}
+    out["total"] = losses["total"] + sum(held[name] for name in skip)
+    return out
+
+
 def _check_inputs(G: nn.Module, targets: EditTargets) -> None:
     ws = targets.ws_init
     check_shape("targets.ws_init", ws, [targets.batch_size, G.num_ws, G.w_dim])
@@ -235,12 +260,22 @@ def optimize_latents(
     with torch.random.fork_rng(devices=fork_devices, enabled=config.seed is not None):
         if config.seed is not None:
             torch.manual_seed(config.seed)
+        skipped = _perception_skipped(objective, config)
         fast = _step_function(G, objective, config, device)
-        return _run(G, objective, targets, config, callbacks, progress, fast)
+        light = _step_function(G, objective, config, device, skipped) if fast is not None and skipped else None
+        return _run(G, objective, targets, config, callbacks, progress, fast, skipped, light)
+
+
+def _perception_skipped(objective: Objective, config: OptimizeConfig) -> tuple[str, ...]:
+    """The active perception terms that steps between every perception_every-th leave out (none at 1)."""
+    if config.perception_every == 1:
+        return ()
+    skipped = tuple(name for name in objective.active if name in PERCEPTION_TERMS)
+    return skipped if len(skipped) < len(objective.active) else ()
 
 
 def _step_function(
-    G: nn.Module, objective: Objective, config: OptimizeConfig, device: torch.device
+    G: nn.Module, objective: Objective, config: OptimizeConfig, device: torch.device, skip: tuple[str, ...] = ()
 ) -> StepFunction | None:
     """The cached compiled step for compile='auto', or None (the eager loop) when it is off or cannot work."""
     if config.compile == "off":
@@ -249,7 +284,7 @@ def _step_function(
     if problem is not None:
         warnings.warn(f"compile='auto': {problem}; using the eager step", stacklevel=3)
         return None
-    step = step_for(G, objective, backend=config.compile_backend, mode=config.compile_mode)
+    step = step_for(G, objective, backend=config.compile_backend, mode=config.compile_mode, skip=skip)
     return step if step.compiled else None
 
 
@@ -261,6 +296,8 @@ def _run(
     callbacks: Sequence[Callback],
     progress: bool,
     fast: StepFunction | None = None,
+    skipped: tuple[str, ...] = (),
+    light: StepFunction | None = None,
 ) -> OptimizeResult:
     ws = targets.ws_init.detach().clone().float().requires_grad_(True)
     optimizer = torch.optim.Adam([ws], lr=config.lr, betas=config.betas)
@@ -272,25 +309,30 @@ def _run(
     autocast = torch.autocast(ws.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     start = time.perf_counter()
     bar = progress_bar(range(steps), desc="optimising W+", disable=not progress)
+    held: dict[str, float] = {}  # the skipped perception terms' last weighted values
     for step in bar:
         final = config.fice_final_step and step == steps - 1
+        skip = skipped if skipped and step % config.perception_every != 0 and not final else ()
         with autocast:
             if fast is None:
                 watch.start()
                 generated = synthesize_01(G, ws)
                 watch.stop("generator")
-                value = objective(generated, ws, targets)
+                value = objective(generated, ws, targets, skip=skip)
                 watch.add(value.seconds)
                 names = [*value.terms, "total"]
                 total = value.total
                 numbers = torch.stack([*value.terms.values(), total]).detach().float().cpu().tolist()
             else:
+                step_fn = light if skip else fast
                 watch.start()
-                out = fast(ws, targets)
+                out = step_fn(ws, targets)
                 watch.stop("step")
-                generated, total, names = out.generated, out.total, [*fast.names, "total"]
+                generated, total, names = out.generated, out.total, [*step_fn.names, "total"]
                 numbers = torch.cat([out.terms.float(), total.float()[None]]).detach().cpu().tolist()
         losses = dict(zip(names, numbers, strict=True))
+        if skipped:
+            losses = _with_held_terms(losses, objective.active, skip, held)
         _check_finite(step, losses)
         for name, number in losses.items():
             history.setdefault(name, []).append(number)

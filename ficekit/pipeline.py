@@ -377,7 +377,7 @@ class FicePipeline:
                 targets = objective.retarget(targets, [text], ws_init, masks.keep)
             config = OptimizeConfig(
                 iterations=iterations or settings.iterations, lr=settings.lr, schedule=settings.schedule, seed=seed,
-                compile=settings.compile,
+                compile=settings.compile, perception_every=settings.perception_every,
             )
             outcome = optimize_latents(
                 generator or self.generator, objective, targets, config, callbacks=callbacks, progress=progress

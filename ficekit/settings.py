@@ -15,6 +15,7 @@ from typing import Any
 
 from .fast_step import COMPILE_CHOICES
 from .inversion import INVERSION_METHODS
+from .optimize import MAX_PERCEPTION_EVERY
 from .regularizers import REGULARIZERS
 from .stitch import STITCH_METHODS
 
@@ -50,6 +51,7 @@ class EditSettings:
     inversion_steps: int | None = None  # steps of 'optimize'/'pti'; None = the method's default
     followup_iterations: int | None = None  # steps of a session's follow-up round; None = iterations // 3
     compile: str = "off"  # 'off' = the eager reference loop; 'auto' = the compiled step (ficekit.fast_step)
+    perception_every: int = 1  # DensePose/segmenter terms every k-th step (faster, changes the maths); 1 = FICE
 
     def validate(self, force: bool = False) -> EditSettings:
         """Raise ValueError naming the first impossible value; `force` lifts the iteration cap."""
@@ -59,6 +61,7 @@ class EditSettings:
         _check_number("lr", self.lr, positive=True)
         _check_int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
         _check_int("clip_augment", self.clip_augment, 0, MAX_CLIP_AUGMENT)
+        _check_int("perception_every", self.perception_every, 1, MAX_PERCEPTION_EVERY)
         if self.inversion_steps is not None:
             _check_int("inversion_steps", self.inversion_steps, 0, MAX_INVERSION_STEPS)
             if self.inversion == "e4e" and self.inversion_steps:
@@ -110,7 +113,7 @@ def _check_choice(name: str, value: Any, choices: Any) -> None:
 
 BUNDLE_DEFAULT_FIELDS = (
     "iterations", "lr", "weights", "regularizer", "mask", "stitch", "schedule", "clip_augment", "inversion",
-    "inversion_steps", "followup_iterations", "compile",
+    "inversion_steps", "followup_iterations", "compile", "perception_every",
 )
 
 

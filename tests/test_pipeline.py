@@ -267,3 +267,15 @@ def test_public_api_imports():
         assert getattr(ficekit, name).__name__ == name
     with pytest.raises(AttributeError):
         ficekit.NotAThing  # noqa: B018
+
+
+def test_perception_every_reaches_the_loop(pipe):
+    """perception_every=3: the DensePose and segmenter terms hold their value between their steps (0, 3, final)."""
+    photo = _photos((32, 32))
+    spaced = pipe.edit(photo, "red shirt", iterations=4, perception_every=3, progress=False)
+    every = pipe.edit(photo, "red shirt", iterations=4, progress=False)
+    for name in ("shape", "head_shape"):
+        held = spaced.history[name]
+        assert held[1] == held[2] == held[0] and held[3] != held[2]
+        assert held[0] == every.history[name][0] and held[1] != every.history[name][1]  # held, not re-evaluated
+    assert spaced.settings.perception_every == 3 and every.settings.perception_every == 1

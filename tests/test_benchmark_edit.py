@@ -1,0 +1,47 @@
+"""benchmarks/edit.py: both modes run end to end on a random-weight tiny bundle and write the report they print."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "edit.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmark_edit", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_timed_edit_reports_every_stage(bench, tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    out = tmp_path / "edit.json"
+    try:
+        report = bench.main(["--preset", "tiny", "--iterations", "2", "--device", "cpu", "--json", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads(out.read_text()) == report
+    assert set(report["seconds_setup"]) == {"perception", "inversion", "stitch"}
+    assert all(v >= 0 for v in report["seconds_setup"].values())
+    assert report["iterations_timed"] == 2 and report["iterations_per_second"] > 0
+    assert set(report["seconds_per_iteration_by_model"]) == set(bench.SPLIT)
+
+
+def test_compare_reports_speedup_and_agreement(bench, tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    out = tmp_path / "compare.json"
+    argv = ["--preset", "tiny", "--iterations", "2", "--device", "cpu", "--compare", "--repeats", "1",
+            "--variants", "compiled", "--json", str(out)]  # fmt: skip
+    try:
+        report = bench.main(argv)
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads(out.read_text())["speedup"] == report["speedup"] > 0
+    assert report["loss_rel_diff_first10"] < 1e-3 and report["iterations_timed"] == 2
