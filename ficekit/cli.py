@@ -49,9 +49,14 @@ def run_command(prog: str, body: Callable[[], int], interrupted: Callable[[], st
     try:
         return body()
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C during shutdown must not add a traceback
-        kept = interrupted() if interrupted is not None else "nothing written"
-        print(f"{prog}: interrupted; {kept}", file=sys.stderr)
+        # A second Ctrl-C while we report must not add a traceback; the handler comes back afterwards, so a
+        # Python session that called main() in-process can still be interrupted later.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            kept = interrupted() if interrupted is not None else "nothing written"
+            print(f"{prog}: interrupted; {kept}", file=sys.stderr)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         return EXIT_INTERRUPTED
     except user_errors() as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -161,6 +161,9 @@ def test_ctrl_c_is_one_line_and_exit_130(bundle_dir, photo, tmp_path):
         [sys.executable, "-m", "ficekit.edit", "--text", "red shirt", "--bundle", str(bundle_dir), "--image",
          str(photo), "--iterations", "100000", "--force", "--out", str(out), "--device", "cpu"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C's default disposition in the child, whatever this test process inherited (a child started with
+        # SIGINT ignored keeps ignoring it: Python installs its KeyboardInterrupt handler only over the default).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen: list[str] = []
     reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(64), "")), daemon=True)
@@ -170,7 +173,13 @@ def test_ctrl_c_is_one_line_and_exit_130(bundle_dir, photo, tmp_path):
         time.sleep(0.2)
     time.sleep(1)  # inside the optimisation
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        reader.join(timeout=10)
+        pytest.fail("still running 60 s after SIGINT; its stderr ends:\n" + "".join(seen)[-2000:])
     reader.join(timeout=10)
     err = "".join(seen)
     assert proc.returncode == 130, err
