@@ -294,10 +294,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             _parser().error(f"--{name} must be >= 1, got {getattr(args, name)}")
     from ficekit.pipeline import FicePipeline
+    from ficekit.synthetic.world import bundle_world
 
     try:
         bundle = load_bundle(args.bundle)
-        world = bundle.provenance.get("world")
+        world = bundle_world(bundle)
         torch.manual_seed(0)
         pipe = FicePipeline(bundle, device=args.device)
         record = bundle.domain

@@ -216,12 +216,14 @@ class _Stopwatch:
 
 
 def _with_held_terms(
-    losses: dict[str, float], active: Sequence[str], skip: Sequence[str], held: dict[str, float]
+    losses: dict[str, float], active: Sequence[str], skipped: Sequence[str], skip: Sequence[str],
+    held: dict[str, float],
 ) -> dict[str, float]:
-    """A step's losses in the objective's term order, the skipped terms at their last evaluated value (also in
-    'total', so the logged curve stays comparable); `held` is updated from the steps that evaluated them."""
-    for name in active:
-        if name not in skip and name in PERCEPTION_TERMS:
+    """A step's losses in the objective's term order, the terms this step skips (`skip`, a part of `skipped`) at
+    their last evaluated value (also in 'total', so the logged curve stays comparable); `held` is updated from
+    the steps that evaluated them."""
+    for name in skipped:
+        if name not in skip:
             held[name] = losses[name]
     out = {name: losses[name] if name not in skip else held[name] for name in active}
     out["total"] = losses["total"] + sum(held[name] for name in skip)
@@ -263,6 +265,8 @@ def optimize_latents(
         skipped = _perception_skipped(objective, config)
         fast = _step_function(G, objective, config, device)
         light = _step_function(G, objective, config, device, skipped) if fast is not None and skipped else None
+        if skipped and light is None:
+            fast = None  # no compiled step without the perception terms: every step eager, so all skip alike
         return _run(G, objective, targets, config, callbacks, progress, fast, skipped, light)
 
 
@@ -332,7 +336,7 @@ def _run(
                 numbers = torch.cat([out.terms.float(), total.float()[None]]).detach().cpu().tolist()
         losses = dict(zip(names, numbers, strict=True))
         if skipped:
-            losses = _with_held_terms(losses, objective.active, skip, held)
+            losses = _with_held_terms(losses, objective.active, skipped, skip, held)
         _check_finite(step, losses)
         for name, number in losses.items():
             history.setdefault(name, []).append(number)

@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from ficekit import edit as edit_cli
 from ficekit.bundle import EditDefaults
+from ficekit.fast_step import step_for
 from ficekit.generator import Generator, synthesize_01
 from ficekit.objective import EditTargets, ImageTerm, Objective
 from ficekit.optimize import OptimizeConfig, optimize_latents
@@ -81,6 +82,16 @@ def test_compiled_step_spaces_them_out_the_same_way(G: Generator) -> None:
     assert compiled.compiled
     assert compiled.history["shape"] == pytest.approx(eager.history["shape"], rel=1e-5)
     assert compiled.history["total"] == pytest.approx(eager.history["total"], rel=1e-5)
+
+
+def test_a_light_step_that_failed_to_compile_means_an_eager_loop(G: Generator) -> None:
+    eager, _ = run(G, 3)
+    objective, _, targets = problem(G)
+    step_for(G, objective, backend="aot_eager", skip=("shape",)).failure = "simulated compiler failure"
+    config = OptimizeConfig(iterations=7, lr=0.05, perception_every=3, compile="auto", compile_backend="aot_eager")
+    result = optimize_latents(G, objective, targets, config, progress=False)
+    assert not result.compiled
+    assert result.history["shape"] == pytest.approx(eager.history["shape"], rel=1e-6)
 
 
 def test_bad_values_are_refused_in_one_line() -> None:

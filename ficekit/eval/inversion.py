@@ -138,6 +138,7 @@ def run_benchmark(
     from ficekit.bundle import load_bundle
     from ficekit.generator import synthesize_01
     from ficekit.pipeline import resolve_device
+    from ficekit.synthetic.world import bundle_world
 
     steps = {m: DEFAULT_STEPS[m] for m in methods} | {m: k for m, k in (steps or {}).items() if m in methods}
     torch_device = resolve_device(device)
@@ -150,7 +151,7 @@ def run_benchmark(
 
         lpips = LpipsDistance(lpips_backbone, net=lpips_net_of(Path(lpips_backbone)), device=torch_device)
     size = int(G.img_resolution)
-    world = loaded.provenance.get("world")  # the bundle's own world (v1 for bundles from before worlds)
+    world = bundle_world(loaded)  # the renders are of the bundle's own world
     seeds, photos, garments = held_out_photos(n, size, seed, world)
 
     per_case: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
@@ -177,7 +178,7 @@ def run_benchmark(
 
     summary = {m: {k: _mean([row[k] for row in rows]) for k in METRICS} for m, rows in per_case.items()}
     report = {
-        "bundle": str(loaded.root), "n": n, "seed": seed, "device": str(torch_device), "resolution": size, "world": world or "v1",
+        "bundle": str(loaded.root), "n": n, "seed": seed, "device": str(torch_device), "resolution": size, "world": world,
         "threads": torch.get_num_threads(), "steps": steps, "pivot": pivot if "pti" in methods else None,
         "lpips_backbone": str(lpips_backbone) if lpips_backbone is not None else None,
         "losses": losses, "methods": summary,

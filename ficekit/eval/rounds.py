@@ -43,7 +43,6 @@ from ficekit.eval.synthetic import (
     EditCase,
     Scorer,
     bootstrap_ci,
-    bundle_world,
     garment_fields,
     instruction_for,
     json_safe,
@@ -53,7 +52,7 @@ from ficekit.eval.synthetic import (
 from ficekit.synthetic.captions import colour_words
 from ficekit.synthetic.dataset import held_out_seeds
 from ficekit.synthetic.render import Sample, render
-from ficekit.synthetic.world import DEFAULT_WORLD, PALETTE, PATTERNS, Garment, contrasting_colours
+from ficekit.synthetic.world import DEFAULT_WORLD, PALETTE, PATTERNS, Garment, bundle_world, contrasting_colours
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +251,7 @@ def run_rounds(
     from ficekit.pipeline import FicePipeline
 
     pipe = FicePipeline.from_bundle(bundle, device=device)
-    world = bundle_world(pipe)
+    world = bundle_world(pipe.bundle)
     cases = make_round_cases(n, pipe.resolution, seed, world)
     settings = pipe.settings(iterations=iterations, followup_iterations=followup_iterations)
     overrides = {"iterations": settings.iterations, "followup_iterations": settings.rounds_iterations, "seed": seed,

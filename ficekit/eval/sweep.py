@@ -285,10 +285,11 @@ class SyntheticScorer:
 
     def __init__(self, pipe: FicePipeline, judge_cache: str | os.PathLike | None, progress: bool) -> None:
         # The benchmark's judge and scorer are reused as they are, so a sweep and the benchmark judge alike.
-        from ficekit.eval.synthetic import Scorer, bundle_world, pattern_judge
+        from ficekit.eval.synthetic import Scorer, pattern_judge
+        from ficekit.synthetic.world import bundle_world
 
         self.pipe = pipe
-        judge = pattern_judge(pipe.resolution, cache_dir=judge_cache, progress=progress, world=bundle_world(pipe))
+        judge = pattern_judge(pipe.resolution, cache_dir=judge_cache, progress=progress, world=bundle_world(pipe.bundle))
         self.scorer = Scorer(judge, pipe.densepose, pipe.device)
 
     def score(self, case: SweepCase, result: EditResult) -> dict[str, float | None]:
@@ -392,9 +393,10 @@ def _edit_groups(
 
 
 def _synthetic_cases(pipe: FicePipeline, n: int, seed: int) -> list[SweepCase]:
-    from ficekit.eval.synthetic import bundle_world, make_cases
+    from ficekit.eval.synthetic import make_cases
+    from ficekit.synthetic.world import bundle_world
 
-    cases = make_cases(n, pipe.resolution, seed, world=bundle_world(pipe))
+    cases = make_cases(n, pipe.resolution, seed, world=bundle_world(pipe.bundle))
     return [SweepCase(str(c.seed), c.text, c) for c in cases]
 
 

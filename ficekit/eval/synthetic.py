@@ -78,6 +78,7 @@ from ficekit.synthetic.world import (
     UPPER_KINDS,
     WORLD_VERSIONS,
     Garment,
+    bundle_world,
     contrasting_colours,
 )
 
@@ -339,11 +340,6 @@ def _announced_judge(
     return judge_class.trained(size, cache_dir=cache_dir, progress=progress, world=world)
 
 
-def bundle_world(pipe: Any) -> str:
-    """The synthetic world a pipeline's bundle was trained on (its provenance); v1 for bundles from before worlds."""
-    return str(pipe.bundle.provenance.get("world", DEFAULT_WORLD))
-
-
 def pattern_judge(
     size: int, cache_dir: str | Path | None = None, progress: bool = True, world: str = DEFAULT_WORLD
 ) -> PatternJudge:
@@ -396,7 +392,7 @@ def run_benchmark(
         raise ValueError(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
     pipe = FicePipeline.from_bundle(bundle, device=device)
     size = pipe.resolution
-    world = world or bundle_world(pipe)
+    world = world or bundle_world(pipe.bundle)
     type_cases_skipped = None
     if type_cases and world not in TYPE_JUDGED_WORLDS:
         type_cases_skipped = (f"no type cases in world {world}: the type judge tells kinds of top apart only in "

@@ -299,6 +299,11 @@ def _background(rng: np.random.Generator) -> Background:
     return Background(top=top, bottom=muted())
 
 
+def bundle_world(bundle: Any) -> str:
+    """The synthetic world a bundle's models were trained on (its provenance); v1 for bundles from before worlds."""
+    return str(bundle.provenance.get("world", DEFAULT_WORLD))
+
+
 def check_world(world: str) -> str:
     """`world` if it names a world version, else ValueError listing them."""
     if world not in WORLD_VERSIONS:
