@@ -144,6 +144,8 @@ class EditDefaults:
     followup_iterations: int | None = None  # Steps of a session's follow-up round; None = iterations // 3.
     compile: str = "off"  # 'off' = eager reference loop; 'auto' = compiled step (minutes to compile on a CPU).
     perception_every: int = 1  # Perception terms every k-th step (OptimizeConfig.perception_every); 1 = FICE.
+    early_stop: int = 0  # Loss-plateau window in steps (OptimizeConfig.early_stop); 0 = every step (FICE).
+    early_stop_tol: float = 0.01  # Relative fall below which the loss has plateaued (OptimizeConfig.early_stop_tol).
 
     def __post_init__(self) -> None:
         if not isinstance(self.regularizer, str) or not self.regularizer:

@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
         "2x faster steps; worth it for sessions and batches (default: the bundle's, off)")
     add("--perception-every", type=int, metavar="K", help="evaluate the DensePose and segmenter terms every K-th "
         "step only: faster, changes FICE's maths (default: the bundle's, 1 = every step)")
+    add("--early-stop", type=int, metavar="W", help="stop once the mean loss of the last W steps is less than "
+        "--early-stop-tol below that of the W before: fewer steps, changes the result (default: the bundle's, 0 = off)")
+    add("--early-stop-tol", type=float, metavar="T", help="relative fall that counts as progress for --early-stop "
+        "(default: the bundle's, 0.01)")
     add("--seed", type=int, default=0, help="random seed for a repeatable run (default: 0)")
     add("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     add("--batch-size", type=int, default=4, help="photos optimised together (default: 4)")
@@ -99,6 +103,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         clip_augment=args.clip_augment, schedule=args.schedule, seed=args.seed, category=args.category,
         batch_size=args.batch_size, inversion=args.inversion, inversion_steps=args.inversion_steps,
         followup_iterations=args.followup_iterations, compile=args.compile, perception_every=args.perception_every,
+        early_stop=args.early_stop, early_stop_tol=args.early_stop_tol,
         weights=parse_weights(args.weights) if args.weights is not None else None,
     )
 

@@ -8,7 +8,9 @@ and image are FICE's. The generator and the objective's models stay frozen: grad
 
 `compile='auto'` runs the same step as one torch.compile'd graph (ficekit.fast_step): same maths, float
 rounding aside, several times fewer per-op overheads; the eager loop (`compile='off'`) is the reference.
-A loss or gradient that turns non-finite stops the loop with NonFiniteLossError.
+A loss or gradient that turns non-finite stops the loop with NonFiniteLossError. Two optional speed-ups change
+the result and are off by default: `perception_every` (DensePose/segmenter terms every k-th step) and
+`early_stop` (end the loop on a loss plateau, `plateaued`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ SCHEDULES = ("constant", "cosine", "rampdown")
 # Terms that run a perception model on G(w) each step; OptimizeConfig.perception_every can space them out.
 PERCEPTION_TERMS = ("shape", "head_shape")
 MAX_PERCEPTION_EVERY = 1000
+MAX_EARLY_STOP = 10_000  # longest plateau window, in steps
 # precision -> autocast dtype of the forward (None = plain float32, the reference).
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -60,6 +63,11 @@ class OptimizeConfig:
     # Evaluate the perception terms (PERCEPTION_TERMS: DensePose and segmenter on G(w)) every k-th step only;
     # between, they hold their last value and give no gradient. 1 = every step (FICE); >1 changes the maths.
     perception_every: int = 1
+    # Stop on a loss plateau: once the mean total loss of the last `early_stop` steps is less than
+    # early_stop_tol (relative) below the mean of the `early_stop` steps before them (see `plateaued`).
+    # 0 = run every step (FICE); > 0 changes the result (fewer steps).
+    early_stop: int = 0
+    early_stop_tol: float = 0.01
 
     def __post_init__(self) -> None:
         if self.compile not in COMPILE_CHOICES:
@@ -74,6 +82,14 @@ class OptimizeConfig:
             raise ValueError(
                 f"perception_every: expected an int between 1 and {MAX_PERCEPTION_EVERY}, got {self.perception_every!r}"
             )
+        if isinstance(self.early_stop, bool) or not isinstance(self.early_stop, int) or not (
+            0 <= self.early_stop <= MAX_EARLY_STOP
+        ):
+            raise ValueError(f"early_stop: expected an int between 0 and {MAX_EARLY_STOP}, got {self.early_stop!r}")
+        if isinstance(self.early_stop_tol, bool) or not isinstance(self.early_stop_tol, int | float) or not (
+            0 <= self.early_stop_tol < 1
+        ):
+            raise ValueError(f"early_stop_tol: expected a number in [0, 1), got {self.early_stop_tol!r}")
         if self.iterations < 0:
             raise ValueError(f"iterations: expected >= 0, got {self.iterations}")
         if not self.lr > 0:
@@ -108,6 +124,19 @@ def learning_rate(config: OptimizeConfig, step: int) -> float:
     if config.rampup > 0:
         ramp = ramp * min(1.0, t / config.rampup)
     return config.lr * ramp
+
+
+def plateaued(totals: Sequence[float], window: int, tol: float) -> bool:
+    """Whether a loss curve has levelled off: with w = window, the mean of its last w values is less than
+    tol · |mean of the w values before them| below that mean (False while fewer than 2w values exist).
+
+    Means over windows, not the best value so far: the CLIP term's random views make single steps noisy.
+    """
+    if window < 1 or len(totals) < 2 * window:
+        return False
+    recent = sum(totals[-window:]) / window
+    before = sum(totals[-2 * window : -window]) / window
+    return before - recent < tol * abs(before)
 
 
 class NonFiniteLossError(ValueError):
@@ -177,6 +206,8 @@ class OptimizeResult:
         'generator' (synthesis forward) and 'backward' (backward and Adam update); else empty. A compiled
         step is one graph: 'step' (generator and terms) and 'backward'.
     compiled:  whether the steps ran compiled code (compile='auto' and a compiler that worked).
+    stopped_at: the step at which early stopping (OptimizeConfig.early_stop) ended the loop; None = it ran
+        every step. The history then has stopped_at + 1 entries per term, and `generated` is that step's image.
     """
 
     ws: torch.Tensor
@@ -186,6 +217,7 @@ class OptimizeResult:
     seconds_per_iteration: float
     term_seconds: dict[str, float] = field(default_factory=dict)
     compiled: bool = False
+    stopped_at: int | None = None
 
 
 class _Stopwatch:
@@ -314,6 +346,7 @@ def _run(
     start = time.perf_counter()
     bar = progress_bar(range(steps), desc="optimising W+", disable=not progress)
     held: dict[str, float] = {}  # the skipped perception terms' last weighted values
+    stopped_at = None
     for step in bar:
         final = config.fice_final_step and step == steps - 1
         skip = skipped if skipped and step % config.perception_every != 0 and not final else ()
@@ -346,6 +379,10 @@ def _run(
             callback(step, ws_used, generated.detach().float(), losses)
         if final:
             break
+        if config.early_stop and plateaued(history["total"], config.early_stop, config.early_stop_tol):
+            stopped_at = step
+            logger.info("loss plateau: stopped at step %d of %d", step, steps - 1)
+            break
         watch.start()
         lr = learning_rate(config, step)
         for group in optimizer.param_groups:
@@ -357,6 +394,7 @@ def _run(
         watch.stop("backward")
     bar.close()
     seconds = time.perf_counter() - start
+    steps_run = len(history.get("total", ())) or steps
 
     if not config.fice_final_step:
         # Render the latent after the last update (no step left to do it): what a plain projector returns.
@@ -366,12 +404,12 @@ def _run(
             watch.stop("generator")
         ws_used = ws.detach().clone()
         seconds = time.perf_counter() - start
-    per_step = seconds / max(steps, 1)
+    per_step = seconds / max(steps_run, 1)
     if history:
         logger.info(
             "optimised %d latent(s): %d steps in %.2f s (%.3f s/step), final total %.4g",
             ws.shape[0],
-            steps,
+            steps_run,
             seconds,
             per_step,
             history["total"][-1],
@@ -384,4 +422,5 @@ def _run(
         seconds_per_iteration=per_step,
         term_seconds=dict(watch.totals),
         compiled=fast is not None and fast.compiled,
+        stopped_at=stopped_at,
     )

@@ -378,6 +378,7 @@ class FicePipeline:
             config = OptimizeConfig(
                 iterations=iterations or settings.iterations, lr=settings.lr, schedule=settings.schedule, seed=seed,
                 compile=settings.compile, perception_every=settings.perception_every,
+                early_stop=settings.early_stop, early_stop_tol=settings.early_stop_tol,
             )
             outcome = optimize_latents(
                 generator or self.generator, objective, targets, config, callbacks=callbacks, progress=progress
@@ -506,7 +507,7 @@ def _concat(results: list[EditResult]) -> EditResult:
         blend=torch.cat([r.masks.blend for r in results]),
         category=first.masks.category if all(r.masks.category == first.masks.category for r in results) else None,
     )
-    history = {k: [sum(r.history[k][i] for r in results) for i in range(len(v))] for k, v in first.history.items()}
+    history = join_histories([r.history for r in results])
     return EditResult(
         images=[im for r in results for im in r.images], generated=torch.cat([r.generated for r in results]),
         masks=masks, ws=torch.cat([r.ws for r in results]), history=history, timings=timings,
@@ -515,6 +516,18 @@ def _concat(results: list[EditResult]) -> EditResult:
         domain_scores=[s for r in results for s in r.domain_scores], inversion=first.inversion,
         ws_init=torch.cat([r.ws_init for r in results]) if all(r.ws_init is not None for r in results) else None,
     )
+
+
+def join_histories(histories: Sequence[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Loss histories of several batches summed step by step (FICE sums over a batch); a batch that stopped
+    early (OptimizeConfig.early_stop) counts with its last value for the steps it did not run."""
+    if not histories or not histories[0]:
+        return {}
+    length = max(len(values) for history in histories for values in history.values())
+    return {
+        name: [sum(h[name][min(step, len(h[name]) - 1)] for h in histories) for step in range(length)]
+        for name in histories[0]
+    }
 
 
 __all__ = ["EditResult", "EditSettings", "FicePipeline", "edit_settings", "resolve_device", "settings_dict"]

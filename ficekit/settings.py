@@ -15,7 +15,7 @@ from typing import Any
 
 from .fast_step import COMPILE_CHOICES
 from .inversion import INVERSION_METHODS
-from .optimize import MAX_PERCEPTION_EVERY
+from .optimize import MAX_EARLY_STOP, MAX_PERCEPTION_EVERY
 from .regularizers import REGULARIZERS
 from .stitch import STITCH_METHODS
 
@@ -52,6 +52,8 @@ class EditSettings:
     followup_iterations: int | None = None  # steps of a session's follow-up round; None = iterations // 3
     compile: str = "off"  # 'off' = the eager reference loop; 'auto' = the compiled step (ficekit.fast_step)
     perception_every: int = 1  # DensePose/segmenter terms every k-th step (faster, changes the maths); 1 = FICE
+    early_stop: int = 0  # stop on a loss plateau over windows of this many steps (changes the result); 0 = off
+    early_stop_tol: float = 0.01  # relative fall of the windowed mean loss below which the loss has plateaued
 
     def validate(self, force: bool = False) -> EditSettings:
         """Raise ValueError naming the first impossible value; `force` lifts the iteration cap."""
@@ -62,6 +64,10 @@ class EditSettings:
         _check_int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
         _check_int("clip_augment", self.clip_augment, 0, MAX_CLIP_AUGMENT)
         _check_int("perception_every", self.perception_every, 1, MAX_PERCEPTION_EVERY)
+        _check_int("early_stop", self.early_stop, 0, MAX_EARLY_STOP)
+        _check_number("early_stop_tol", self.early_stop_tol, positive=False)
+        if self.early_stop_tol >= 1:
+            raise ValueError(f"early_stop_tol must be below 1, got {self.early_stop_tol}")
         if self.inversion_steps is not None:
             _check_int("inversion_steps", self.inversion_steps, 0, MAX_INVERSION_STEPS)
             if self.inversion == "e4e" and self.inversion_steps:
@@ -113,7 +119,7 @@ def _check_choice(name: str, value: Any, choices: Any) -> None:
 
 BUNDLE_DEFAULT_FIELDS = (
     "iterations", "lr", "weights", "regularizer", "mask", "stitch", "schedule", "clip_augment", "inversion",
-    "inversion_steps", "followup_iterations", "compile", "perception_every",
+    "inversion_steps", "followup_iterations", "compile", "perception_every", "early_stop", "early_stop_tol",
 )
 
 

@@ -45,3 +45,17 @@ def test_compare_reports_speedup_and_agreement(bench, tmp_path: Path) -> None:
         torch.set_num_threads(threads)
     assert json.loads(out.read_text())["speedup"] == report["speedup"] > 0
     assert report["loss_rel_diff_first10"] < 1e-3 and report["iterations_timed"] == 2
+
+
+def test_compare_counts_the_steps_an_early_stop_ran(bench, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(bench.VARIANTS, "stop-at-once", {"early_stop": 1, "early_stop_tol": 0.99})
+    threads = torch.get_num_threads()
+    argv = ["--preset", "tiny", "--iterations", "6", "--device", "cpu", "--compare", "--repeats", "1",
+            "--variants", "stop-at-once", "--json", str(tmp_path / "c.json")]  # fmt: skip
+    try:
+        report = bench.main(argv)
+    finally:
+        torch.set_num_threads(threads)
+    variant = report["variants"]["stop-at-once"]
+    assert variant["steps_run"] == 2 < report["steps_timed"] == 7  # a plateau right after the first window pair
+    assert report["iterations_per_second_all_runs"]["stop-at-once"][0] == pytest.approx(variant["iterations_per_second"])

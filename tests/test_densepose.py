@@ -20,6 +20,7 @@ from ficekit.perception.densepose import (
     DensePoseOutput,
     load_densepose,
     resolve_config,
+    select_channels,
     to_detectron2_input,
 )
 from ficekit.perception.roi_align import assign_boxes_to_levels, boxes_to_rois, multilevel_roi_align, roi_align
@@ -283,6 +284,29 @@ def test_body_parts_formula() -> None:
     torch.testing.assert_close(body[1:], torch.full((13,), 1 / 27 * 3 / 4))
     with pytest.raises(ValueError, match="indices"):
         out.body_parts((0, 25))
+
+
+@pytest.mark.parametrize(
+    "indices", [FICE_BODY_PARTS, (3,), (0, 1, 2), (5, 2, 9), (4, 5, 1, 2, 3, 24), (1, 1, 2), (7, 7)]
+)
+def test_select_channels_equals_indexing(indices: tuple[int, ...]) -> None:
+    """Slices of contiguous runs give x[:, indices] exactly, forward and backward (repeats included)."""
+    x = torch.randn(2, 25, 3, 4, requires_grad=True)
+    weights = torch.randn(2, len(indices), 3, 4)
+    got = select_channels(x, indices)
+    (grad_got,) = torch.autograd.grad((got * weights).sum(), x)
+    want = x[:, list(indices)]
+    (grad_want,) = torch.autograd.grad((want * weights).sum(), x)
+    assert torch.equal(got, want)
+    assert torch.equal(grad_got, grad_want)
+
+
+def test_select_channels_cuts_fice_parts_into_two_slices() -> None:
+    """FICE's body parts are two runs (1-4, 15-24): the compiled step then has no scatter-add in its backward."""
+    x = torch.randn(1, 25, 2, 2, requires_grad=True)
+    graph = select_channels(x, FICE_BODY_PARTS).grad_fn
+    assert type(graph).__name__ == "CatBackward0"
+    assert {type(f[0]).__name__ for f in graph.next_functions} == {"SliceBackward0"}
 
 
 def test_bad_user_input() -> None:

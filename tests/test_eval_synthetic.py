@@ -184,6 +184,8 @@ def test_benchmark_cli_writes_table_json_and_grid(which, tmp_path, monkeypatch, 
     ideal = report["configs"]["ideal"]
     assert ideal["colour_success"] == 1.0 and ideal["psnr_outside_mask_db"] > 60  # only anti-aliasing differs
     assert len(report["cases"]) == 3 + typed and grid.stat().st_size > 0
+    # --iterations 1: each edit's W+ loop ran iterations + 1 steps (FICE's final scoring step), recorded per case
+    assert {c["scores"][name]["optimisation_steps"] for c in report["cases"] for name in c["scores"] if name != "ideal"} == {2}
 
 
 def test_benchmark_cli_rejects_bad_options(tmp_path, capsys):

@@ -21,6 +21,7 @@ independent judges score the result:
   head_psnr_db          PSNR over the head and hair (same cap)
   pose_part_iou         DensePose part IoU between photo and result (the bundle's DensePose on both)
   seconds_per_edit      wall-clock seconds of one edit (perception, inversion, optimisation, stitching)
+  optimisation_steps    steps the W+ loop ran (per case in the JSON only; fewer under early_stop)
 
 Colour and pattern are judged on every case (a colour-only edit must keep the pattern and vice versa).
 Every success rate carries a 95 % bootstrap interval over cases (seeded): with 24 cases one case is 4
@@ -422,9 +423,12 @@ def run_benchmark(
         rows, images = [], []
         for case in cases:
             start = time.perf_counter()
-            result = pipe.edit(case.photo.to_tensor(), case.text, progress=False, **overrides).images[0]
+            edit = pipe.edit(case.photo.to_tensor(), case.text, progress=False, **overrides)
             seconds = time.perf_counter() - start
-            rows.append(scorer.score(case, result) | {"seconds_per_edit": seconds})
+            result = edit.images[0]
+            # steps the W+ loop ran (fewer than iterations + 1 when it stopped early): in the per-case JSON
+            steps = len(edit.history.get("total", ()))
+            rows.append(scorer.score(case, result) | {"seconds_per_edit": seconds, "optimisation_steps": steps})
             images.append(result)
             logger.info("%s seed %d %r: %s", name, case.seed, case.text, {k: round(v, 3) for k, v in rows[-1].items()})
         per_case[name] = rows
