@@ -76,16 +76,8 @@ class OptimizeConfig:
             raise ValueError(f"precision: expected one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode: expected one of {list(COMPILE_MODES)}, got {self.compile_mode!r}")
-        if isinstance(self.perception_every, bool) or not isinstance(self.perception_every, int) or not (
-            1 <= self.perception_every <= MAX_PERCEPTION_EVERY
-        ):
-            raise ValueError(
-                f"perception_every: expected an int between 1 and {MAX_PERCEPTION_EVERY}, got {self.perception_every!r}"
-            )
-        if isinstance(self.early_stop, bool) or not isinstance(self.early_stop, int) or not (
-            0 <= self.early_stop <= MAX_EARLY_STOP
-        ):
-            raise ValueError(f"early_stop: expected an int between 0 and {MAX_EARLY_STOP}, got {self.early_stop!r}")
+        _check_bounded_int("perception_every", self.perception_every, 1, MAX_PERCEPTION_EVERY)
+        _check_bounded_int("early_stop", self.early_stop, 0, MAX_EARLY_STOP)
         if isinstance(self.early_stop_tol, bool) or not isinstance(self.early_stop_tol, int | float) or not (
             0 <= self.early_stop_tol < 1
         ):
@@ -104,6 +96,12 @@ class OptimizeConfig:
     def steps(self) -> int:
         """Number of loop steps: iterations + 1 with fice_final_step, else iterations."""
         return self.iterations + 1 if self.fice_final_step else self.iterations
+
+
+def _check_bounded_int(name: str, value: object, low: int, high: int) -> None:
+    """Raise ValueError naming `name` unless value is an int (not a bool) in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name}: expected an int between {low} and {high}, got {value!r}")
 
 
 def learning_rate(config: OptimizeConfig, step: int) -> float:
