@@ -26,12 +26,14 @@ independent judges score the result:
 Colour and pattern are judged on every case (a colour-only edit must keep the pattern and vice versa).
 Every success rate carries a 95 % bootstrap interval over cases (seeded): with 24 cases one case is 4
 points, so overlapping intervals are not a finding. The 'ideal' row judges the renderer's own drawing of
-the target: the judges' ceiling. The pattern and type judges are trained on first use (minutes; a warning
-says where each is cached). --rounds 2 runs the two-round benchmark instead (ficekit.eval.rounds).
+the target: the judges' ceiling. --ceiling adds 'ideal-projected', the generator's ceiling: each ideal
+projected into W+, the space edits optimise in (ficekit.eval.ceiling). The pattern and type judges are
+trained on first use (minutes; a warning says where each is cached). --rounds 2 runs the two-round benchmark instead (ficekit.eval.rounds).
 
 Examples:
   python -m ficekit.eval.synthetic --n 24 --json benchmarks/results/synthetic.json
   python -m ficekit.eval.synthetic --n 2 --iterations 5 --configs fice,auto+feather
+  python -m ficekit.eval.synthetic --n 24 --configs auto+feather --ceiling   # + the generator's ceiling
   python -m ficekit.eval.synthetic --rounds 2 --n 24 --json benchmarks/results/rounds.json
   python -m ficekit.eval.synthetic --pool seed0.json seed1.json --json pooled.json   # two seeds as one report
 """
@@ -54,6 +56,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ficekit.eval.ceiling import CEILING_ROW, DEFAULT_CEILING_STEPS
 from ficekit.eval.judges import (
     JUDGED_SLOTS,
     TYPE_JUDGED_WORLDS,
@@ -381,11 +384,13 @@ def run_benchmark(
     inversion_steps: int | None = None,
     world: str | None = None,  # the world of the test photos; None = the bundle's (its provenance), else v1
     type_cases: int = 0,
+    ceiling_steps: int = 0,  # > 0: add the 'ideal-projected' row (ficekit.eval.ceiling) with this many steps
 ) -> dict[str, Any]:
     """Run every configuration on `n` cases (plus `sleeve_cases` sleeve and `type_cases` type changes) and return
     the report (what --json writes); a configuration the bundle or the installation cannot run is listed under
     'skipped'. The type judge is loaded (or trained) only when there are type cases; in a world whose kinds of top
-    it cannot tell apart (not in TYPE_JUDGED_WORLDS) there are none, and 'type_cases_skipped' says why."""
+    it cannot tell apart (not in TYPE_JUDGED_WORLDS) there are none, and 'type_cases_skipped' says why. With
+    `ceiling_steps` the generator's ceiling row follows 'ideal': each ideal projected into W+ (ficekit.eval.ceiling)."""
     from ficekit.pipeline import FicePipeline
 
     unknown = [c for c in configs if c not in CONFIGS]
@@ -411,6 +416,13 @@ def run_benchmark(
         per_case["ideal"].append(scorer.score(case, case.ideal.to_tensor()) | {"seconds_per_edit": math.nan})
     results: dict[str, list[torch.Tensor]] = {}
     skipped: dict[str, str] = {}
+    if ceiling_steps:
+        reason = _cannot_run({"inversion": "optimize"}, pipe)
+        if reason is not None:
+            logger.warning("skipping %s: %s", CEILING_ROW, reason)
+            skipped[CEILING_ROW] = reason
+        else:
+            per_case[CEILING_ROW], results[CEILING_ROW] = _ceiling_rows(pipe, cases, scorer, ceiling_steps, seed, progress)
     for name in configs:
         overrides = dict(CONFIGS[name], iterations=iterations, seed=seed, batch_size=1)
         if overrides.get("inversion", "e4e") != "e4e":
@@ -452,7 +464,9 @@ def run_benchmark(
         "psnr_cap_db": PSNR_CAP_DB,
         "pattern_judge_held_out_accuracy": judge.accuracy,
         "type_judge_held_out_accuracy": kinds_judge.accuracy if kinds_judge is not None else None,
-        "configs": {name: {"settings": CONFIGS.get(name, {"renderer": True}), **summarize(rows, seed)} for name, rows in per_case.items()},
+        "ceiling_steps": ceiling_steps,
+        "configs": {name: {"settings": _row_settings(name, ceiling_steps), **summarize(rows, seed)}
+                    for name, rows in per_case.items()},
         "skipped": skipped,
         "cases": [
             {"seed": c.seed, "slot": c.slot, "kind": c.kind, "text": c.text,
@@ -467,6 +481,24 @@ def run_benchmark(
     return report
 
 
+def _ceiling_rows(
+    pipe: Any, cases: Sequence[EditCase], scorer: Scorer, steps: int, seed: int, progress: bool
+) -> tuple[list[dict[str, Any]], list[torch.Tensor]]:
+    """Scores and images of the generator's ceiling: each case's ideal projected into W+ (ficekit.eval.ceiling)."""
+    from ficekit.eval.ceiling import projected_ideal
+
+    rows, images = [], []
+    for case in cases:
+        start = time.perf_counter()
+        image = projected_ideal(case.ideal.to_tensor(), case.photo.to_tensor(), case.edit_region(), pipe.generator,
+                                pipe.encoder, steps=steps, seed=seed)  # fmt: skip
+        rows.append(scorer.score(case, image) | {"seconds_per_edit": time.perf_counter() - start})
+        images.append(image)
+    if progress:
+        print(f"  {CEILING_ROW}: {_format_row(summarize(rows, seed))}", file=sys.stderr)
+    return rows, images
+
+
 def _cannot_run(overrides: dict[str, Any], pipe: Any) -> str | None:
     """Why a configuration cannot run with this bundle and installation (None: it can)."""
     if overrides.get("mask") == "fice" and pipe.segmenter is None:
@@ -477,6 +509,13 @@ def _cannot_run(overrides: dict[str, Any], pipe: Any) -> str | None:
         except ImportError as e:
             return f"inversion {overrides['inversion']!r} needs ficekit.inversion, which is not importable ({e})"
     return None
+
+
+def _row_settings(name: str, ceiling_steps: int) -> dict[str, Any]:
+    """What a report row ran: a configuration's settings, the renderer's ideal, or the ceiling's projection."""
+    if name == CEILING_ROW:
+        return {"projection": "optimize", "steps": ceiling_steps}
+    return CONFIGS.get(name, {"renderer": True})
 
 
 def write_grid(path: str | Path, cases: Sequence[EditCase], results: dict[str, list[torch.Tensor]]) -> None:
@@ -564,6 +603,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"cases changing the kind of top, after the sleeve cases (default: {TYPE_CASES})")  # fmt: skip
     parser.add_argument("--inversion-steps", type=int, default=None,
                         help="steps of the optimize/pti inversions (default: each method's)")  # fmt: skip
+    parser.add_argument("--ceiling", type=int, nargs="?", const=DEFAULT_CEILING_STEPS, default=0, metavar="STEPS",
+                        help=f"add the generator's ceiling row '{CEILING_ROW}': each ideal edit projected into W+ with "
+                        f"STEPS optimisation steps (default {DEFAULT_CEILING_STEPS})")  # fmt: skip
     parser.add_argument("--rounds", type=int, choices=(1, 2), default=1,
                         help="2: the two-round benchmark (session vs naive chain vs one edit; ficekit.eval.rounds)")  # fmt: skip
     parser.add_argument("--followup-iterations", type=int, default=None,
@@ -580,9 +622,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_from_args(args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if (args.n < 1 or (args.iterations is not None and args.iterations < 0) or args.sleeve_cases < 0
-            or args.type_cases < 0 or (args.inversion_steps or 0) < 0):
+            or args.type_cases < 0 or (args.inversion_steps or 0) < 0 or args.ceiling < 0):
         print("ficekit.eval.synthetic: error: --n must be >= 1; --iterations, --sleeve-cases, --type-cases, "
-              "--inversion-steps >= 0", file=sys.stderr)  # fmt: skip
+              "--inversion-steps, --ceiling >= 0", file=sys.stderr)  # fmt: skip
         return 2
     from ficekit.checkpoint_io import CheckpointError
 
@@ -591,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
             args.bundle, args.n, args.seed, args.iterations, [c.strip() for c in args.configs.split(",") if c.strip()],
             args.device, progress=not args.quiet, grid_path=args.grid, sleeve_cases=args.sleeve_cases,
             inversion_steps=args.inversion_steps, world=args.world, type_cases=args.type_cases,
+            ceiling_steps=args.ceiling,
         )  # fmt: skip
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"ficekit.eval.synthetic: error: {e}", file=sys.stderr)
