@@ -22,7 +22,7 @@ bundle.json (format_version 1)::
                       "kwargs": {"model_name": "RN50x4", "quick_gelu": true, "trust_torchscript": true}}
       },
       "defaults": {"iterations": 500, "lr": 0.05, "weights": {"clip": 1, ...}, "regularizer": "w_delta",
-                   "mask": "fice", "stitch": "fice", "schedule": "constant", "clip_augment": 0,
+                   "mask": "fice", "stitch": "fice", "schedule": "constant", "clip_augment": 0, "clip_region": "image",
                    "inversion": "e4e", "inversion_steps": null, "followup_iterations": null},
       "example_images": ["examples/person.png"],
       "provenance": {...free-form: where the weights come from...}
@@ -139,6 +139,7 @@ class EditDefaults:
     stitch: str = "fice"  # Stitch method, one of ficekit.stitch.STITCH_METHODS.
     schedule: str = "constant"  # Learning-rate schedule name.
     clip_augment: int = 0  # Random views the CLIP term averages over (ficekit); 0 = FICE.
+    clip_region: str = "image"  # What the CLIP term scores: 'image' = G(w) (FICE), 'edit' = G(w) over the kept photo.
     inversion: str = "e4e"  # Photo -> W+ method (e4e = FICE).
     inversion_steps: int | None = None  # Steps of an optimize/pti inversion; None = the method's default.
     followup_iterations: int | None = None  # Steps of a session's follow-up round; None = iterations // 3.

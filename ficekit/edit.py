@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--stitch", help="stitching: fice, hard, feather, laplacian (default: the bundle's)")
     add("--schedule", help="learning-rate schedule: constant, cosine, rampdown (default: the bundle's)")
     add("--clip-augment", type=int, metavar="N", help="CLIP scores N random views of G(w); 0 = FICE (default: the bundle's)")
+    add("--clip-region", choices=["image", "edit"], help="CLIP scores G(w) (image, FICE) or G(w) inside the edit over "
+        "the kept photo (edit) (default: the bundle's)")
     add("--inversion", choices=["e4e", "optimize", "pti"], help="photo -> W+: e4e (FICE), optimize or pti (default: the bundle's)")
     add("--inversion-steps", type=int, metavar="N", help="steps of an optimize/pti inversion (default: the method's)")
     add("--compile", choices=["off", "auto"], help="auto: compile the edit step once (minutes on a CPU), then about "
@@ -100,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return dict(
         iterations=args.iterations, lr=args.lr, regularizer=args.regularizer, mask=args.mask, stitch=args.stitch,
-        clip_augment=args.clip_augment, schedule=args.schedule, seed=args.seed, category=args.category,
+        clip_augment=args.clip_augment, clip_region=args.clip_region, schedule=args.schedule, seed=args.seed, category=args.category,
         batch_size=args.batch_size, inversion=args.inversion, inversion_steps=args.inversion_steps,
         followup_iterations=args.followup_iterations, compile=args.compile, perception_every=args.perception_every,
         early_stop=args.early_stop, early_stop_tol=args.early_stop_tol,

@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "FICE_WEIGHTS",
     "REGULARIZERS",
+    "CLIP_REGIONS",
     "ClipTerm",
     "EditTargets",
     "HeadShapeTerm",
@@ -189,10 +190,15 @@ def random_views(
     return warped + VIEW_NOISE * pixels.to(warped.dtype)
 
 
+CLIP_REGIONS = ("image", "edit")  # what the CLIP term scores: G(w) (FICE), or G(w) over the photo's kept pixels
+
+
 class ClipTerm(nn.Module):
     """CLIP text guidance: Σ_n Σ_t (1 − cos(CLIP(generated_n), text_t)), a sum over batch and texts
     (FICE `clip_loss_fn`; FICE uses one text). With `augment` = V > 0 the cosine is the mean over V random
-    views of each image (random_views), a ficekit option that keeps small CLIPs from being fooled."""
+    views of each image (random_views), a ficekit option that keeps small CLIPs from being fooled. With
+    `region` 'edit' CLIP scores keep·photo + (1 − keep)·G(w), the picture the edit delivers, so G(w) cannot
+    satisfy the text with pixels the stitch throws away (ficekit; 'image' = G(w) itself, FICE)."""
 
     name = "clip"
 
@@ -200,12 +206,16 @@ class ClipTerm(nn.Module):
         self,
         clip: nn.Module,  # ClipGuide: encode_image([N,3,H,W] in [0,1]) -> [N,D], encode_text, similarity
         augment: int = 0,  # random views per image; 0 = the image itself (FICE)
+        region: str = "image",  # CLIP_REGIONS: 'image' = G(w) (FICE), 'edit' = G(w) over the kept photo
     ) -> None:
         super().__init__()
         if isinstance(augment, bool) or not isinstance(augment, int) or augment < 0:
             raise ValueError(f"clip augment must be an int >= 0 (views per image), got {augment!r}")
+        if region not in CLIP_REGIONS:
+            raise ValueError(f"clip region must be one of {list(CLIP_REGIONS)}, got {region!r}")
         self.clip = clip
         self.augment = augment
+        self.region = region
 
     def prepare(self, photo: torch.Tensor, texts: str | Sequence[str] | None) -> dict[str, torch.Tensor]:
         """Unit-length text features [T, D] of `texts`."""
@@ -228,8 +238,12 @@ class ClipTerm(nn.Module):
         targets: EditTargets,
         noise: Sequence[torch.Tensor] | None = None,  # draw_noise's output; None = drawn here
     ) -> torch.Tensor:
-        """Scalar Σ(1 − cosine similarity) between the generated images and the target texts."""
+        """Scalar Σ(1 − cosine similarity) between the generated images (over the kept photo under region
+        'edit') and the target texts."""
         text = _need(targets, "text_features", self.name)
+        if self.region == "edit":
+            check_shape("generated", generated, list(targets.photo.shape))
+            generated = targets.keep_mask * targets.photo + (1 - targets.keep_mask) * generated
         if not self.augment:
             similarity = self.clip.similarity(self.clip.encode_image(generated), text)  # [N, T]
         else:
@@ -490,6 +504,7 @@ def build_objective(
     regularizer_kwargs: Mapping[str, Any] | None = None,  # options of the regulariser's factory (num_samples, seed)
     timing: bool = False,  # time each term (see Objective)
     clip_augment: int = 0,  # random views the clip term averages over; 0 = FICE (see ClipTerm)
+    clip_region: str = "image",  # what the clip term scores: 'image' = G(w) (FICE), 'edit' (see ClipTerm)
 ) -> Objective:
     """FICE's objective: img, shape, head_shape, regulariser and clip terms (FICE's summation order).
 
@@ -528,5 +543,5 @@ def build_objective(
         else:
             terms[reg_name] = regularizer
     if wanted("clip", clip, "clip"):
-        terms["clip"] = ClipTerm(clip, augment=clip_augment)
+        terms["clip"] = ClipTerm(clip, augment=clip_augment, region=clip_region)
     return Objective(terms, {k: v for k, v in weights.items() if k in terms}, timing=timing)

@@ -173,11 +173,12 @@ class FicePipeline:
     def objective(self, settings: EditSettings) -> Any:
         """The objective of `settings` (cached: the same settings reuse one built objective)."""
         weights = objective_weights(settings.weights, settings.regularizer)
-        key = (settings.regularizer, tuple(sorted(weights.items())), settings.clip_augment)
+        key = (settings.regularizer, tuple(sorted(weights.items())), settings.clip_augment, settings.clip_region)
         if key not in self._objectives:
             self._objectives[key] = build_objective(
                 self.generator, self.clip, self.densepose, self.segmenter, weights=weights,
                 regularizer=settings.regularizer, timing=self.timing, clip_augment=settings.clip_augment,
+                clip_region=settings.clip_region,
             )
         return self._objectives[key]
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from .fast_step import COMPILE_CHOICES
 from .inversion import INVERSION_METHODS
+from .objective import CLIP_REGIONS
 from .optimize import MAX_EARLY_STOP, MAX_PERCEPTION_EVERY
 from .regularizers import REGULARIZERS
 from .stitch import STITCH_METHODS
@@ -47,6 +48,7 @@ class EditSettings:
     category: str | None = None  # garment category; None = from the text (or CLIP zero-shot per photo)
     batch_size: int = 4  # photos optimised together
     clip_augment: int = 0  # random views CLIP scores per image (ficekit); 0 = G(w) itself, as FICE
+    clip_region: str = "image"  # CLIP scores G(w) ('image', FICE) or G(w) over the kept photo ('edit', ficekit)
     inversion: str = "e4e"  # photo -> W+: 'e4e' (FICE), 'optimize' or 'pti' (ficekit.inversion)
     inversion_steps: int | None = None  # steps of 'optimize'/'pti'; None = the method's default
     followup_iterations: int | None = None  # steps of a session's follow-up round; None = iterations // 3
@@ -75,6 +77,7 @@ class EditSettings:
         if self.seed is not None:
             _check_int("seed", self.seed, 0, MAX_SEED)
         _check_choice("mask", self.mask, MASK_MODES)
+        _check_choice("clip_region", self.clip_region, CLIP_REGIONS)
         _check_choice("stitch", self.stitch, STITCH_METHODS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("regularizer", self.regularizer, sorted(REGULARIZERS))
@@ -118,8 +121,9 @@ def _check_choice(name: str, value: Any, choices: Any) -> None:
 
 
 BUNDLE_DEFAULT_FIELDS = (
-    "iterations", "lr", "weights", "regularizer", "mask", "stitch", "schedule", "clip_augment", "inversion",
-    "inversion_steps", "followup_iterations", "compile", "perception_every", "early_stop", "early_stop_tol",
+    "iterations", "lr", "weights", "regularizer", "mask", "stitch", "schedule", "clip_augment", "clip_region",
+    "inversion", "inversion_steps", "followup_iterations", "compile", "perception_every", "early_stop",
+    "early_stop_tol",
 )
 
 

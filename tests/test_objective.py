@@ -209,6 +209,28 @@ def test_clip_term_with_views_averages_them() -> None:
     assert objective.terms["clip"].augment == 3
 
 
+def test_clip_term_on_the_edit_region_scores_g_over_the_kept_photo() -> None:
+    clip = MeanColourClip({"red": torch.tensor([1.0, 0, 0])})
+    photo = torch.tensor([1.0, 1, 0]).view(1, 3, 1, 1).expand(2, 3, 16, 16).contiguous()  # yellow
+    generated = torch.tensor([1.0, 0, 0]).view(1, 3, 1, 1).expand(2, 3, 16, 16).contiguous().requires_grad_()  # red
+    keep = torch.zeros(2, 1, 16, 16)
+    keep[..., :8] = 1  # the left half is kept: the delivered picture is yellow there, red on the right
+    term = ClipTerm(clip, region="edit")
+    targets = targets_for(photo, keep, **term.prepare(photo, "red"))
+    # mean colour of the composite (1, 0.5, 0): cosine with red 1/sqrt(1.25), per image
+    loss = term(generated, None, targets)
+    assert loss.item() == pytest.approx(2 * (1 - 1 / math.sqrt(1.25)), rel=1e-6)
+    assert ClipTerm(clip)(generated, None, targets).item() == pytest.approx(0, abs=1e-6)  # FICE: G(w) alone, red
+    (grad,) = torch.autograd.grad(loss, generated)
+    assert grad[..., :8].abs().max() == 0 and grad[..., 8:].abs().max() > 0  # kept pixels get no gradient
+    with pytest.raises(ValueError, match="clip region"):
+        ClipTerm(clip, region="garment")
+    objective = build_objective(
+        None, clip, None, None, weights={"clip": 1, "none": 0}, regularizer="none", clip_region="edit"
+    )
+    assert objective.terms["clip"].region == "edit"
+
+
 def test_shape_term_known_value() -> None:
     densepose = MeanPersonDensePose()
     photo = torch.full((2, 3, 8, 8), 0.5)

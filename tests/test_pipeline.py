@@ -105,6 +105,15 @@ def test_clip_views_are_seeded_and_change_the_path(pipe):
     assert not torch.equal(a.ws, plain.ws)
 
 
+def test_clip_region_reaches_the_objective_and_changes_the_path(pipe):
+    photos = _photos((32, 32))
+    edit = pipe.edit(photos, "green sweater", iterations=3, seed=5, clip_region="edit", progress=False)
+    image = pipe.edit(photos, "green sweater", iterations=3, seed=5, clip_region="image", progress=False)
+    assert pipe.objective(edit.settings).terms["clip"].region == "edit"
+    assert pipe.objective(image.settings).terms["clip"].region == "image"
+    assert not torch.equal(edit.ws, image.ws)
+
+
 def test_batches_and_rounds(pipe):
     photos = _photos((32, 32), (32, 32), (32, 32))
     result = pipe.edit(photos, "black skirt", iterations=1, batch_size=2, progress=False)

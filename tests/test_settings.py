@@ -23,6 +23,7 @@ from ficekit.settings import MAX_CLIP_AUGMENT, MAX_ITERATIONS, EditSettings, edi
         ({"category": "hat"}, "category must be one of"),
         ({"followup_iterations": 0}, "followup_iterations must be between 1"),
         ({"batch_size": 1000}, "batch_size must be between 1 and 64"),
+        ({"clip_region": "garment"}, r"clip_region must be one of \['image', 'edit'\]"),
     ],
 )
 def test_impossible_values_are_named(bad, message):
@@ -55,3 +56,17 @@ def test_round_trip_through_keywords():
     settings = edit_settings(EditDefaults(iterations=20), lr=0.1, weights={"img": 3.0})
     assert edit_settings(EditDefaults(iterations=20), **settings_dict(settings)) == settings
     assert settings.weights["img"] == 3.0 and settings.weights["clip"] == 1.0  # merged term by term
+
+
+def test_clip_region_comes_from_the_bundle_and_the_command_line():
+    from ficekit import edit as edit_cli
+
+    assert edit_settings(EditDefaults()).clip_region == "image"  # FICE's CLIP term unless a bundle asks
+    bundle_defaults = EditDefaults.from_dict({"clip_region": "edit"})
+    assert edit_settings(bundle_defaults).clip_region == "edit"
+    with pytest.raises(ValueError, match="defaults.clip_region"):
+        EditDefaults(clip_region="garment")
+    args = edit_cli.build_parser().parse_args(["--text", "red shirt", "--clip-region", "image"])
+    assert edit_settings(bundle_defaults, **edit_cli._overrides(args)).clip_region == "image"
+    args = edit_cli.build_parser().parse_args(["--text", "red shirt"])
+    assert edit_settings(bundle_defaults, **edit_cli._overrides(args)).clip_region == "edit"
