@@ -28,7 +28,8 @@ Every success rate carries a 95 % bootstrap interval over cases (seeded): with 2
 points, so overlapping intervals are not a finding. The 'ideal' row judges the renderer's own drawing of
 the target: the judges' ceiling. --ceiling adds 'ideal-projected', the generator's ceiling: each ideal
 projected into W+, the space edits optimise in (ficekit.eval.ceiling). The pattern and type judges are
-trained on first use (minutes; a warning says where each is cached). --rounds 2 runs the two-round benchmark instead (ficekit.eval.rounds).
+trained on first use (minutes; a warning says where each is cached). --rounds 2 runs the two-round
+benchmark instead (ficekit.eval.rounds).
 
 Examples:
   python -m ficekit.eval.synthetic --n 24 --json benchmarks/results/synthetic.json
@@ -56,7 +57,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ficekit.eval.ceiling import CEILING_ROW, DEFAULT_CEILING_STEPS
+from ficekit.eval.ceiling import CEILING_ROW, DEFAULT_CEILING_STEPS, projected_ideal
 from ficekit.eval.judges import (
     JUDGED_SLOTS,
     TYPE_JUDGED_WORLDS,
@@ -485,8 +486,6 @@ def _ceiling_rows(
     pipe: Any, cases: Sequence[EditCase], scorer: Scorer, steps: int, seed: int, progress: bool
 ) -> tuple[list[dict[str, Any]], list[torch.Tensor]]:
     """Scores and images of the generator's ceiling: each case's ideal projected into W+ (ficekit.eval.ceiling)."""
-    from ficekit.eval.ceiling import projected_ideal
-
     rows, images = [], []
     for case in cases:
         start = time.perf_counter()
