@@ -121,3 +121,16 @@ def test_bad_arguments_are_refused(tiny, tmp_path: Path) -> None:
         harden_clip(tiny, tmp_path, steps=0)
     assert main(["--bundle", str(tiny.root), "--out", str(tmp_path / "x"), "--minutes", "0"]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_the_bundles_world_is_used_unless_one_is_given(tiny, tmp_path: Path) -> None:
+    import dataclasses
+
+    from ficekit.synthetic.harden_clip import bundle_world
+    from ficekit.synthetic.world import DEFAULT_WORLD
+
+    v2 = dataclasses.replace(tiny, provenance={**tiny.provenance, "world": "v2"})
+    assert bundle_world(v2) == "v2" and bundle_world(tiny) == tiny.provenance.get("world", DEFAULT_WORLD)
+    fast = {"steps": 1, "batch_size": 1, "render_batch_size": 2, "edit_steps": 1, "progress": False, "eval_samples": 4}
+    assert harden_clip(v2, tmp_path / "a", **fast).config["world"] == "v2"  # a v2 bundle's CLIP hardens on v2
+    assert harden_clip(v2, tmp_path / "b", world="v1", **fast).config["world"] == "v1"
