@@ -196,6 +196,16 @@ def names_sleeve(case_kind: str, target: Garment) -> bool:
     return case_kind == "sleeve" or (case_kind == "type" and len(SLEEVES_BY_KIND.get(target.kind, ())) > 1)
 
 
+def edited_slot(photo: Sample) -> str | None:
+    """The garment slot an edit case changes in `photo`: its first JUDGED_SLOTS garment, when it wears no jacket
+    (the jacket would hide it) and the garment covers at least 16 pixels; else None."""
+    garments = photo.attributes.garments()
+    slots = [s for s in JUDGED_SLOTS if s in garments]
+    if "outerwear" in garments or not slots or int(photo.mask(slots[0]).sum()) < 16:
+        return None
+    return slots[0]
+
+
 def make_cases(
     n: int, size: int, seed: int = 0, sleeve_cases: int = 0, world: str = DEFAULT_WORLD, type_cases: int = 0
 ) -> list[EditCase]:
@@ -215,11 +225,9 @@ def make_cases(
     cases: list[EditCase] = []
     for photo_seed in held_out_seeds(20 * total + 20, seed=seed):
         photo = render(photo_seed, size=size, world=world)
-        garments = photo.attributes.garments()
-        slots = [s for s in JUDGED_SLOTS if s in garments]
-        if "outerwear" in garments or not slots or int(photo.mask(slots[0]).sum()) < 16:
+        if (slot := edited_slot(photo)) is None:
             continue
-        slot = slots[0]
+        garments = photo.attributes.garments()
         if len(cases) < n:
             kind = EDIT_KINDS[len(cases) % len(EDIT_KINDS)]
             target = target_for(garments[slot], kind, rng)

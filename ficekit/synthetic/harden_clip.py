@@ -49,11 +49,11 @@ from ficekit.synthetic.dataset import HELD_OUT_SEED_START, held_out_seeds, train
 from ficekit.synthetic.render import render
 from ficekit.synthetic.train_clip import (
     CLIP_FILE,
-    MAX_LOGIT_SCALE,
     _param_groups,
     clip_features,
     evaluate_clip,
     hard_negative_loss,
+    optimizer_step,
 )
 from ficekit.synthetic.training import Budget, TrainReport, loop_metrics, lr_factor
 from ficekit.synthetic.world import DEFAULT_WORLD, SLEEVES_BY_KIND, check_world, render_attributes
@@ -93,8 +93,7 @@ def _target(garment, change: str, rng: np.random.Generator):  # noqa: ANN001, AN
 def sample_edit_cases(n: int, size: int, rng: np.random.Generator, world: str = DEFAULT_WORLD) -> EditCases:
     """`n` edit cases drawn from training seeds (never held-out ones), each a random EDIT_CHANGES change of the
     person's top or dress (people in a jacket are skipped, as in the benchmark)."""
-    from ficekit.eval.judges import JUDGED_SLOTS
-    from ficekit.eval.synthetic import garment_fields
+    from ficekit.eval.synthetic import edited_slot, garment_fields
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -102,12 +101,9 @@ def sample_edit_cases(n: int, size: int, rng: np.random.Generator, world: str = 
     while len(photos) < n:
         seed = int(rng.integers(0, HELD_OUT_SEED_START))
         photo = render(seed, size=size, world=world)
-        garments = photo.attributes.garments()
-        slots = [s for s in JUDGED_SLOTS if s in garments]
-        if "outerwear" in garments or not slots or int(photo.mask(slots[0]).sum()) < 16:
+        if (slot := edited_slot(photo)) is None:
             continue
-        slot = slots[0]
-        target = _target(garments[slot], str(rng.choice(EDIT_CHANGES)), rng)
+        target = _target(photo.attributes.garments()[slot], str(rng.choice(EDIT_CHANGES)), rng)
         if target is None:
             continue
         ideal = render(seed, size=size, attributes=photo.attributes.with_garment(slot, **garment_fields(target)))
@@ -257,11 +253,7 @@ def harden_clip(
         scale = model.logit_scale.exp()
         preference = preference_loss(ideals, edited, target, scale)
         loss = loss_fn(renders, caption, scale) + hard_negative_loss(renders, positive, negative, scale) + preference
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, float(np.log(MAX_LOGIT_SCALE)))
+        optimizer_step(model, optimizer, loss)
         losses.append(float(loss.detach()))
         preferences.append(float(preference.detach()))
         bar.update(1)

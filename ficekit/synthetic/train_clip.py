@@ -121,6 +121,15 @@ def hard_negative_loss(
     return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
 
 
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One optimiser step on `loss`, then open_clip's clamp of the learned temperature (exp <= MAX_LOGIT_SCALE)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, float(np.log(MAX_LOGIT_SCALE)))
+
+
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """open_clip's split (its main.py): no weight decay on 1-d parameters, norms, biases and logit_scale."""
     decay, no_decay = [], []
@@ -206,11 +215,7 @@ def train_clip(
             loss = loss + hard_negative_weight * hard_negative_loss(image_features, positive, negative, scale)
         else:
             loss = contrastive_loss(guide, images, texts, loss_fn)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, float(np.log(MAX_LOGIT_SCALE)))
+        optimizer_step(model, optimizer, loss)
         losses.append(float(loss.detach()))
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
