@@ -176,6 +176,12 @@ def target_for(garment: Garment, kind: str, rng: np.random.Generator) -> Garment
     return dataclasses.replace(garment, colour=colour, pattern=pattern, secondary=secondary)
 
 
+def sleeve_target(garment: Garment, rng: np.random.Generator) -> Garment | None:
+    """`garment` with another sleeve its kind comes with, drawn at random; None when its kind has no other."""
+    other = [s for s in SLEEVES_BY_KIND.get(garment.kind, ()) if s != garment.sleeve]
+    return dataclasses.replace(garment, sleeve=str(rng.choice(other))) if other else None
+
+
 def type_target(garment: Garment, rng: np.random.Generator) -> Garment | None:
     """`garment` as another kind of top, its colour and pattern kept, its sleeve kept where the new kind has it
     (else drawn from the new kind's sleeves); None when `garment` is no top or no judged change starts from it."""
@@ -232,11 +238,9 @@ def make_cases(
             kind = EDIT_KINDS[len(cases) % len(EDIT_KINDS)]
             target = target_for(garments[slot], kind, rng)
         elif len(cases) < n + sleeve_cases:
-            other_sleeves = [s for s in SLEEVES_BY_KIND.get(garments[slot].kind, ()) if s != garments[slot].sleeve]
-            if not other_sleeves:
+            if (changed := sleeve_target(garments[slot], sleeve_rng)) is None:
                 continue
-            kind = "sleeve"
-            target = dataclasses.replace(garments[slot], sleeve=str(sleeve_rng.choice(other_sleeves)))
+            kind, target = "sleeve", changed
         else:
             if (changed := type_target(garments[slot], type_rng)) is None:
                 continue

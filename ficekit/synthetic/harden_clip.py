@@ -17,7 +17,8 @@ generator's output. Each step:
 
 Measured on the v2 demo (README, 96 paired cases of seeds 0-2 after 365 steps, 35 min on one thread): pattern
 success 56 -> 64 % (horizontal stripes and checks up, dots down), colour 78 -> 72 %; neither interval excludes
-zero, and at 465 steps pattern was back to 56 %, so the shipped bundle keeps its CLIP. The command writes a new bundle folder; the source is never touched.
+zero, and at 465 steps pattern was back to 56 %, so the shipped bundle keeps its CLIP. The command writes a new
+bundle folder; the source is never touched.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from ficekit.generator import synthesize_01
 from ficekit.mask_ops import dilate
 from ficekit.objective import random_views
 from ficekit.perception.clip import ClipGuide
+from ficekit.regularizers import WDelta
 from ficekit.synthetic.captions import contrast_captions
 from ficekit.synthetic.dataset import HELD_OUT_SEED_START, held_out_seeds, training_batches
 from ficekit.synthetic.render import render
@@ -56,7 +58,7 @@ from ficekit.synthetic.train_clip import (
     optimizer_step,
 )
 from ficekit.synthetic.training import Budget, TrainReport, loop_metrics, lr_factor
-from ficekit.synthetic.world import DEFAULT_WORLD, SLEEVES_BY_KIND, check_world, render_attributes
+from ficekit.synthetic.world import DEFAULT_WORLD, check_world, render_attributes
 
 logger = logging.getLogger(__name__)
 
@@ -77,14 +79,17 @@ class EditCases:
     keep: torch.Tensor
     captions: list[str]
 
+    def to(self, device: str | torch.device) -> EditCases:
+        """The same cases with their tensors on `device`."""
+        return EditCases(self.photos.to(device), self.ideals.to(device), self.keep.to(device), self.captions)
+
 
 def _target(garment, change: str, rng: np.random.Generator):  # noqa: ANN001, ANN202 - world Garment records
     """The garment after `change` (EDIT_CHANGES), or None when that change does not apply to it."""
-    from ficekit.eval.synthetic import target_for, type_target
+    from ficekit.eval.synthetic import sleeve_target, target_for, type_target
 
     if change == "sleeve":
-        other = [s for s in SLEEVES_BY_KIND.get(garment.kind, ()) if s != garment.sleeve]
-        return dataclasses.replace(garment, sleeve=str(rng.choice(other))) if other else None
+        return sleeve_target(garment, rng)
     if change == "type":
         return type_target(garment, rng)
     return target_for(garment, change, rng)
@@ -144,7 +149,7 @@ def fooling_images(
             views = F.normalize(model.encode_image(guide.preprocess(random_views(image, EDIT_VIEWS))), dim=-1)
             clip_term = (1 - (views.view(EDIT_VIEWS, n, -1) * text[None]).sum(-1)).mean(0).sum()
             img_term = (cases.keep * (image - cases.photos)).pow(2).mean((1, 2, 3)).sum()
-            w_delta = (ws[:, :1] - ws[:, 1:]).pow(2).mean((1, 2)).sum()
+            w_delta = WDelta().penalty(ws)
             loss = (EDIT_WEIGHTS["clip"] * clip_term + EDIT_WEIGHTS["img"] * img_term
                     + EDIT_WEIGHTS["w_delta"] * w_delta)  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
@@ -205,10 +210,10 @@ def harden_clip(
     metrics, preference_start / preference_end (preference_loss, mean of the first / last tenth of steps),
     loss_start / loss_end and steps_per_s.
     """
-    for name, value in (("batch_size", batch_size), ("render_batch_size", render_batch_size),
-                        ("edit_steps", edit_steps)):  # fmt: skip
-        if value < 1 or (name == "render_batch_size" and value < 2):
-            raise ValueError(f"{name} must be >= {2 if name == 'render_batch_size' else 1}, got {value}")
+    for name, value, least in (("batch_size", batch_size, 1), ("render_batch_size", render_batch_size, 2),
+                               ("edit_steps", edit_steps, 1)):  # fmt: skip
+        if value < least:
+            raise ValueError(f"{name} must be >= {least}, got {value}")
     Budget(steps, time_budget_s)  # validates before any work
     source = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     world = bundle_world(source) if world is None else world
@@ -236,8 +241,7 @@ def harden_clip(
     while budget.next():
         for group in optimizer.param_groups:
             group["lr"] = lr * lr_factor(budget)
-        cases = sample_edit_cases(batch_size, size, rng, world)
-        cases = EditCases(cases.photos.to(device), cases.ideals.to(device), cases.keep.to(device), cases.captions)
+        cases = sample_edit_cases(batch_size, size, rng, world).to(device)
         with torch.no_grad():
             ws_start = encoder(cases.photos)
         edits = fooling_images(generator, ws_start, guide, cases, edit_steps)
