@@ -33,6 +33,20 @@ def cases():
     return synthetic.make_cases(6, SIZE, seed=3)
 
 
+def test_each_instruction_names_only_its_targets_pattern() -> None:
+    """The world's captions call both stripe orientations 'striped', so an instruction saying 'striped' would
+    leave the target's orientation to chance; each pattern's word must parse to that pattern alone."""
+    from ficekit.synthetic.world import PATTERNS, Garment
+
+    expected = {"plain": "plain", "stripes_h": "horizontal stripes", "stripes_v": "vertical stripes",
+                "dots": "polka dot", "checks": "checked"}  # fmt: skip
+    for pattern in PATTERNS:
+        garment = Garment(kind="tshirt", colour="red", pattern=pattern,
+                          secondary=None if pattern == "plain" else "white", sleeve="short")  # fmt: skip
+        text = synthetic.instruction_for(garment)
+        assert parse_instruction(text).attributes.patterns == [expected[pattern]], text
+
+
 def test_cases_are_held_out_deterministic_and_cycle_the_edit_kinds(cases):
     again = synthetic.make_cases(6, SIZE, seed=3)
     assert [(c.seed, c.text) for c in cases] == [(c.seed, c.text) for c in again]

@@ -1,7 +1,7 @@
 """python -m ficekit.eval.rounds — two-round edits on held-out renders: warm-started session vs the alternatives.
 
 Each case is a held-out render of the synthetic world and two instructions built from the renderer's vocabulary:
-a first one naming the whole target garment ("red striped t-shirt") and a follow-up changing one attribute of it
+a first one naming the whole target garment ("blue plain t-shirt") and a follow-up changing one attribute of it
 ("make it navy", "add white polka dots", "checks instead", "make it plain"). The plans cycle colour then pattern,
 pattern then colour, colour then colour. Three strategies edit every case, and the judges of
 `ficekit.eval.synthetic` score each round against the renderer's target for that round:
@@ -58,8 +58,8 @@ logger = logging.getLogger(__name__)
 
 PLANS: tuple[tuple[str, str], ...] = (("colour", "pattern"), ("pattern", "colour"), ("colour", "colour"))
 STRATEGIES = ("session", "naive_chain", "composed")
-# How a follow-up names each pattern of the world (the parser's words; 'stripes_h' is what the first round calls
-# 'striped', so a follow-up names the direction to be unambiguous).
+# How a follow-up names each pattern of the world (the parser's words; the stripes name their direction, as the
+# first round's instruction_for does: the world's captions call both orientations 'striped').
 PATTERN_NOUNS: dict[str, str] = {
     "stripes_h": "horizontal stripes", "stripes_v": "vertical stripes", "dots": "polka dots", "checks": "checks",
 }

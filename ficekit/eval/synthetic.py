@@ -1,8 +1,9 @@
 """python -m ficekit.eval.synthetic — end-to-end edit quality on held-out renders of the synthetic world.
 
 Each case is a held-out render (a seed never used in training) and a target for its top or dress: a new
-colour, a new pattern, or both, phrased as an instruction that names the whole target ("red striped
-t-shirt"); after these n cases come --sleeve-cases cases that change only the sleeve ("red plain
+colour, a new pattern, or both, phrased as an instruction that names the whole target ("red
+horizontal-striped t-shirt": never the bare "striped", which the world's captions use for both
+orientations); after these n cases come --sleeve-cases cases that change only the sleeve ("red plain
 long-sleeved t-shirt"), then --type-cases cases that change only the kind of top ("red plain
 short-sleeved shirt" for a red t-shirt; the sleeve is kept where the new kind has it). ficekit edits the
 photo under several configurations (including the inversion it starts from: e4e, optimize, pti) and
@@ -72,7 +73,7 @@ from ficekit.eval.judges import (
 )
 from ficekit.eval.metrics import part_iou, psnr
 from ficekit.mask_ops import dilate
-from ficekit.synthetic.captions import GARMENT_WORDS, PATTERN_WORDS, colour_words
+from ficekit.synthetic.captions import CONTRAST_PATTERN_WORDS, GARMENT_WORDS, colour_words
 from ficekit.synthetic.dataset import held_out_seeds
 from ficekit.synthetic.render import Sample, render
 from ficekit.synthetic.world import (
@@ -154,9 +155,10 @@ class EditCase:
 
 
 def instruction_for(garment: Garment, sleeve: bool = False) -> str:
-    """The instruction naming a whole target garment: '<colour> <pattern> <garment>' ('red striped t-shirt');
-    with `sleeve`, its sleeve too ('red plain long-sleeved t-shirt')."""
-    pattern = next(w for w in PATTERN_WORDS[garment.pattern] if w) if garment.pattern != "plain" else "plain"
+    """The instruction naming a whole target garment: '<colour> <pattern> <garment>' ('red checked t-shirt');
+    with `sleeve`, its sleeve too ('red plain long-sleeved t-shirt'). The pattern word names only the target's
+    pattern (CONTRAST_PATTERN_WORDS: 'horizontal-striped', never 'striped', which the world uses for both)."""
+    pattern = CONTRAST_PATTERN_WORDS[garment.pattern][0]
     sleeve_words = f"{SLEEVE_WORDS[garment.sleeve]} " if sleeve and garment.sleeve is not None else ""
     return f"{colour_words(garment.colour)[0]} {pattern} {sleeve_words}{GARMENT_WORDS[garment.kind][0]}"
 
