@@ -23,7 +23,7 @@ from ficekit.eval.judges import (
 )
 from ficekit.instruction import parse_instruction
 from ficekit.random_bundle import write_random_bundle
-from ficekit.synthetic.world import PALETTE, SLEEVES_BY_KIND, UPPER_KINDS
+from ficekit.synthetic.world import PALETTE, PATTERNS, SLEEVES_BY_KIND, UPPER_KINDS, Garment
 
 SIZE = 64
 
@@ -36,8 +36,6 @@ def cases():
 def test_each_instruction_names_only_its_targets_pattern() -> None:
     """The world's captions call both stripe orientations 'striped', so an instruction saying 'striped' would
     leave the target's orientation to chance; each pattern's word must parse to that pattern alone."""
-    from ficekit.synthetic.world import PATTERNS, Garment
-
     expected = {"plain": "plain", "stripes_h": "horizontal stripes", "stripes_v": "vertical stripes",
                 "dots": "polka dot", "checks": "checked"}  # fmt: skip
     for pattern in PATTERNS:
