@@ -44,6 +44,7 @@ Roles and formats (FORMATS); kwargs go to the format's loader:
                                                   preprocess_cfg, trust_torchscript (only with a sha256),
                                                   pretrained (an open_clip tag, with file null; open_clip
                                                   fetches it or finds it in its cache)
+    gallery    'texture_gallery'                  (none) exemplar garments of the texture term (ficekit.texture)
 generator, encoder and clip are required; the others are optional (Bundle.has).
 
 Bundle names: 'demo' (shipped in the repository's checkpoints/demo/, installed as package data of
@@ -93,7 +94,7 @@ logger = logging.getLogger(__name__)
 BUNDLE_FILE = "bundle.json"
 FORMAT_VERSION = 1
 KNOWN_BUNDLES: tuple[str, ...] = ("demo", "fice")
-ROLES: tuple[str, ...] = ("generator", "encoder", "densepose", "segmenter", "parser", "clip")
+ROLES: tuple[str, ...] = ("generator", "encoder", "densepose", "segmenter", "parser", "clip", "gallery")
 # Every edit needs these; densepose (shape loss), segmenter (FICE's head mask) and parser (garment masks) are
 # optional, and the pipeline uses what a bundle has (Bundle.has).
 REQUIRED_ROLES: tuple[str, ...] = ("generator", "encoder", "clip")
@@ -303,6 +304,12 @@ def _check_clip(kwargs: Mapping[str, Any]) -> None:
         raise ValueError(f"model_config must be a dict or a JSON file path, got {type(config).__name__}")
 
 
+def _load_texture_gallery(path: Path | None, kwargs: Mapping[str, Any], device: Any, root: Path) -> nn.Module:
+    from ficekit.texture import load_gallery
+
+    return load_gallery(path, device)
+
+
 _CLIP_OPTIONAL = ("pretrained", "model_config", "quick_gelu", "trust_torchscript", "preprocess_cfg")
 _FORMATS: dict[str, dict[str, _Format]] = {
     "generator": {
@@ -322,6 +329,7 @@ _FORMATS: dict[str, dict[str, _Format]] = {
             check=_check_parser,
         )
     },
+    "gallery": {"texture_gallery": _Format(_load_texture_gallery)},
     "clip": {
         "open_clip": _Format(
             _load_open_clip, required=("model_name",), optional=_CLIP_OPTIONAL, check=_check_clip, file_optional=True

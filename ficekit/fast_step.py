@@ -33,7 +33,9 @@ COMPILE_CHOICES = ("off", "auto")  # 'off' = the eager reference loop; 'auto' = 
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 # Targets the compiled graph takes as inputs, in this order (EditTargets fields).
-_TARGET_FIELDS = ("photo", "keep_mask", "body_parts", "head", "text_features", "ws_init")
+_TARGET_FIELDS = (
+    "photo", "keep_mask", "body_parts", "head", "text_features", "ws_init", "texture_mean", "texture_covariance",
+)
 
 
 @dataclass(eq=False)

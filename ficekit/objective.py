@@ -45,6 +45,7 @@ from ficekit.regularizers import (
     sample_w,
 )
 from ficekit.shapes import check_shape
+from ficekit.texture import DEFAULT_EXEMPLARS, TextureTerm
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ class EditTargets:
     head:          [N, 1, H, W] the photo's head probability, None without a head-shape term.
     text_features: [T, D] unit-length CLIP text features, None without a CLIP term.
     ws_init:       [N, num_ws, w_dim] starting W+ (FICE: e4e's inversion of the photo).
+    texture_mean, texture_covariance: [1, C], [1, C, C] the text's exemplar texture statistics
+                   (ficekit.texture), None without a texture term.
     """
 
     photo: torch.Tensor
@@ -103,6 +106,8 @@ class EditTargets:
     head: torch.Tensor | None
     text_features: torch.Tensor | None
     ws_init: torch.Tensor
+    texture_mean: torch.Tensor | None = None
+    texture_covariance: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         check_shape("photo", self.photo, [None, 3, None, None])
@@ -392,6 +397,8 @@ class Objective(nn.Module):
             head=fields.get("head"),
             text_features=fields.get("text_features"),
             ws_init=ws_init.detach(),
+            texture_mean=fields.get("texture_mean"),
+            texture_covariance=fields.get("texture_covariance"),
         )
 
     @torch.no_grad()
@@ -404,12 +411,12 @@ class Objective(nn.Module):
     ) -> EditTargets:
         """Targets for a follow-up edit of the same photo: only the text features (and start, keep mask) change, so
         the preservation terms stay held to the original photo and its perception is not run again."""
-        text_features = targets.text_features
+        text_fields: dict[str, torch.Tensor] = {}
         for name in self.active:
-            if isinstance(self.terms[name], ClipTerm):
-                text_features = self.terms[name].prepare(targets.photo, texts)["text_features"]
+            if isinstance(self.terms[name], ClipTerm | TextureTerm):
+                text_fields.update(self.terms[name].prepare(targets.photo, texts))
         return dataclasses.replace(
-            targets, text_features=text_features, ws_init=ws_init.detach(),
+            targets, **text_fields, ws_init=ws_init.detach(),
             keep_mask=targets.keep_mask if keep_mask is None else keep_mask.detach(),
         )
 
@@ -491,7 +498,7 @@ class Objective(nn.Module):
         return f"weights={self.weights}, timing={self.timing}"
 
 
-MODEL_TERMS = ("clip", "img", "shape", "head_shape")
+MODEL_TERMS = ("clip", "img", "shape", "head_shape", "texture")
 
 
 def build_objective(
@@ -505,10 +512,13 @@ def build_objective(
     timing: bool = False,  # time each term (see Objective)
     clip_augment: int = 0,  # random views the clip term averages over; 0 = FICE (see ClipTerm)
     clip_region: str = "image",  # what the clip term scores: 'image' = G(w) (FICE), 'edit' (see ClipTerm)
+    gallery: nn.Module | None = None,  # TextureGallery; None only when the texture weight is 0 or absent
+    texture_exemplars: int = DEFAULT_EXEMPLARS,  # gallery garments averaged per text (see TextureTerm)
 ) -> Objective:
-    """FICE's objective: img, shape, head_shape, regulariser and clip terms (FICE's summation order).
+    """FICE's objective: img, shape, head_shape, regulariser and clip terms (FICE's summation order), and
+    ficekit's exemplar texture term after them when it has a weight.
 
-    `weights` keys are 'clip', 'img', 'shape', 'head_shape' and the regulariser's name; a model term that is
+    `weights` keys are 'clip', 'img', 'shape', 'head_shape', 'texture' and the regulariser's name; a model term that is
     absent or weighs 0 is left out (its model may be None); the regulariser weighs 1 unless given, and is
     left out (not even sampled) at weight 0 or when it is 'none'.
     """
@@ -544,4 +554,6 @@ def build_objective(
             terms[reg_name] = regularizer
     if wanted("clip", clip, "clip"):
         terms["clip"] = ClipTerm(clip, augment=clip_augment, region=clip_region)
+    if wanted("texture", gallery, "gallery") and wanted("texture", clip, "clip"):
+        terms["texture"] = TextureTerm(clip, gallery, texture_exemplars)
     return Objective(terms, {k: v for k, v in weights.items() if k in terms}, timing=timing)

@@ -130,6 +130,7 @@ class FicePipeline:
         self.densepose = load("densepose", self.device) if bundle.has("densepose") else None
         self.parser = load("parser", self.device) if bundle.has("parser") else None
         self.segmenter = self._load_segmenter()
+        self.gallery = load("gallery", self.device) if bundle.has("gallery") else None
         self.resolution = int(self.generator.img_resolution)
         self._objectives: dict[tuple, Any] = {}
 
@@ -178,7 +179,7 @@ class FicePipeline:
             self._objectives[key] = build_objective(
                 self.generator, self.clip, self.densepose, self.segmenter, weights=weights,
                 regularizer=settings.regularizer, timing=self.timing, clip_augment=settings.clip_augment,
-                clip_region=settings.clip_region,
+                clip_region=settings.clip_region, gallery=self.gallery,
             )
         return self._objectives[key]
 

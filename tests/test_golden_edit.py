@@ -12,10 +12,10 @@ import torch
 
 from ficekit import FicePipeline
 
-EXPECTED_TOTAL_LOSS = [1.260178, 1.178871, 1.087762, 1.069396]  # per step (iterations + 1 steps)
-EXPECTED_INSIDE_MEAN = [0.771171, 0.664654, 0.554448]  # result RGB mean where the blend mask is > 0.5
-EXPECTED_INSIDE_STD = 0.099599
-EXPECTED_WS_MEAN, EXPECTED_WS_ABS = 0.224493, 0.407674
+EXPECTED_TOTAL_LOSS = [13.144363, 8.040465, 6.01788, 4.832962]  # per step (iterations + 1 steps)
+EXPECTED_INSIDE_MEAN = [0.546842, 0.408718, 0.392994]  # result RGB mean where the blend mask is > 0.5
+EXPECTED_INSIDE_STD = 0.109427
+EXPECTED_WS_MEAN, EXPECTED_WS_ABS = 0.229745, 0.403595
 EXPECTED_BLEND_SUM = 4991.5557  # the blend mask's mass at the photo's size
 
 
