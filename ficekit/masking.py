@@ -215,6 +215,8 @@ class EditMasks:
     blend:    stitching weight of the generated image (1 = generated, 0 = photo).
     category: garment category the masks were built for (None in 'fice' mode without one).
     mode:     'auto' or 'fice'.
+    bare:     where inside `edit` the new garment leaves the arms bare (ficekit.skin); None when not known.
+    skin_rgb: [N,3] the photo's skin colour (ficekit.skin); None when not known.
     """
 
     edit: torch.Tensor
@@ -222,10 +224,13 @@ class EditMasks:
     blend: torch.Tensor
     category: str | None
     mode: str
+    bare: torch.Tensor | None = None
+    skin_rgb: torch.Tensor | None = None
 
     def cpu(self) -> EditMasks:
         """The same masks on the CPU (results leave the device the edit ran on)."""
-        return dataclasses.replace(self, edit=self.edit.cpu(), keep=self.keep.cpu(), blend=self.blend.cpu())
+        names = ("edit", "keep", "blend", "bare", "skin_rgb")
+        return dataclasses.replace(self, **{k: getattr(self, k).cpu() for k in names if getattr(self, k) is not None})
 
 
 def fice_masks(fice: FiceSegmentation, category: str | None = None) -> EditMasks:

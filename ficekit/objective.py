@@ -45,6 +45,7 @@ from ficekit.regularizers import (
     sample_w,
 )
 from ficekit.shapes import check_shape
+from ficekit.skin import SkinTerm
 from ficekit.texture import DEFAULT_EXEMPLARS, TextureTerm
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,8 @@ class EditTargets:
     ws_init:       [N, num_ws, w_dim] starting W+ (FICE: e4e's inversion of the photo).
     texture_mean, texture_covariance: [1, C], [1, C, C] the text's exemplar texture statistics
                    (ficekit.texture), None without a texture term.
+    bare_mask:     [N, 1, H, W] where the new garment leaves the arms bare (ficekit.skin), None when unknown.
+    skin_rgb:      [N, 3] the photo's skin colour (ficekit.skin), None when unknown.
     """
 
     photo: torch.Tensor
@@ -108,6 +111,8 @@ class EditTargets:
     ws_init: torch.Tensor
     texture_mean: torch.Tensor | None = None
     texture_covariance: torch.Tensor | None = None
+    bare_mask: torch.Tensor | None = None
+    skin_rgb: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         check_shape("photo", self.photo, [None, 3, None, None])
@@ -118,6 +123,10 @@ class EditTargets:
             check_shape("body_parts", self.body_parts, [n, None, None, None])
         if self.head is not None:
             check_shape("head", self.head, [n, 1, h, w])
+        if self.bare_mask is not None:
+            check_shape("bare_mask", self.bare_mask, [n, 1, h, w])
+        if self.skin_rgb is not None:
+            check_shape("skin_rgb", self.skin_rgb, [n, 3])
         if self.text_features is not None:
             check_shape("text_features", self.text_features, [None, None])
 
@@ -380,6 +389,8 @@ class Objective(nn.Module):
         keep_mask: torch.Tensor,  # [N,1,H,W] in [0,1], 1 = reconstruct (FICE: 1 − segmenter body prob)
         texts: str | Sequence[str] | None,  # edit text(s); needed when a CLIP term is active
         ws_init: torch.Tensor,  # [N,num_ws,w_dim] starting W+ (e.g. from e4e)
+        bare_mask: torch.Tensor | None = None,  # [N,1,H,W] where the arms are left bare (ficekit.skin)
+        skin_rgb: torch.Tensor | None = None,  # [N,3] the photo's skin colour (ficekit.skin)
     ) -> EditTargets:
         """The edit's targets: the photo's body parts, head and text features through the active terms."""
         check_shape("photo", photo, [None, 3, None, None])
@@ -399,6 +410,8 @@ class Objective(nn.Module):
             ws_init=ws_init.detach(),
             texture_mean=fields.get("texture_mean"),
             texture_covariance=fields.get("texture_covariance"),
+            bare_mask=None if bare_mask is None else bare_mask.detach(),
+            skin_rgb=None if skin_rgb is None else skin_rgb.detach(),
         )
 
     @torch.no_grad()
@@ -408,6 +421,8 @@ class Objective(nn.Module):
         texts: str | Sequence[str] | None,  # the new edit text(s)
         ws_init: torch.Tensor,  # [N,num_ws,w_dim] the new starting W+
         keep_mask: torch.Tensor | None = None,  # a new keep mask (the garment region changed); None = keep it
+        bare_mask: torch.Tensor | None = None,  # the new instruction's bare arms (ficekit.skin); None = none
+        skin_rgb: torch.Tensor | None = None,  # the photo's skin colour; None = keep the earlier round's
     ) -> EditTargets:
         """Targets for a follow-up edit of the same photo: only the text features (and start, keep mask) change, so
         the preservation terms stay held to the original photo and its perception is not run again."""
@@ -418,6 +433,8 @@ class Objective(nn.Module):
         return dataclasses.replace(
             targets, **text_fields, ws_init=ws_init.detach(),
             keep_mask=targets.keep_mask if keep_mask is None else keep_mask.detach(),
+            bare_mask=None if bare_mask is None else bare_mask.detach(),
+            skin_rgb=targets.skin_rgb if skin_rgb is None else skin_rgb.detach(),
         )
 
     def forward(
@@ -498,7 +515,7 @@ class Objective(nn.Module):
         return f"weights={self.weights}, timing={self.timing}"
 
 
-MODEL_TERMS = ("clip", "img", "shape", "head_shape", "texture")
+MODEL_TERMS = ("clip", "img", "shape", "head_shape", "texture", "skin")
 
 
 def build_objective(
@@ -516,9 +533,9 @@ def build_objective(
     texture_exemplars: int = DEFAULT_EXEMPLARS,  # gallery garments averaged per text (see TextureTerm)
 ) -> Objective:
     """FICE's objective: img, shape, head_shape, regulariser and clip terms (FICE's summation order), and
-    ficekit's exemplar texture term after them when it has a weight.
+    ficekit's exemplar texture and bare-skin terms after them when they have a weight.
 
-    `weights` keys are 'clip', 'img', 'shape', 'head_shape', 'texture' and the regulariser's name; a model term that is
+    `weights` keys are 'clip', 'img', 'shape', 'head_shape', 'texture', 'skin' and the regulariser's name; a model term that is
     absent or weighs 0 is left out (its model may be None); the regulariser weighs 1 unless given, and is
     left out (not even sampled) at weight 0 or when it is 'none'.
     """
@@ -556,4 +573,6 @@ def build_objective(
         terms["clip"] = ClipTerm(clip, augment=clip_augment, region=clip_region)
     if wanted("texture", gallery, "gallery") and wanted("texture", clip, "clip"):
         terms["texture"] = TextureTerm(clip, gallery, texture_exemplars)
+    if wanted("skin"):
+        terms["skin"] = SkinTerm()
     return Objective(terms, {k: v for k, v in weights.items() if k in terms}, timing=timing)

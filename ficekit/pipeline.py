@@ -28,9 +28,10 @@ from .inversion import Inversion, invert
 from .masking import EditMasks, build_masks
 from .objective import EditTargets, build_objective
 from .optimize import OptimizeConfig, OptimizeResult, SnapshotCallback, optimize_latents
-from .perception.densepose_parts import densepose_part_maps
+from .perception.densepose_parts import densepose_part_and_v_maps
 from .perception.segmenter import ParserSegmenterView
 from .settings import EditSettings, edit_settings, objective_weights, settings_dict
+from .skin import bare_arm_mask, skin_colour
 from .stitch import stitch
 
 if TYPE_CHECKING:
@@ -329,12 +330,13 @@ class FicePipeline:
             if fice is None:
                 raise ValueError(f"mask mode 'fice' needs a segmenter; bundle {self.bundle.name!r} has none")
             return build_masks(instructions[0], fice=fice, mode="fice")
-        parts = densepose_part_maps(self.densepose(x), size) if self.densepose is not None else None
+        parts, v = densepose_part_and_v_maps(self.densepose(x), size) if self.densepose is not None else (None, None)
         groups: dict[str | None, list[int]] = {}
         for i, instruction in enumerate(instructions):
             groups.setdefault(instruction.category, []).append(i)
         if len(groups) == 1:
-            return build_masks(instructions[0], parts=parts, parser=parser, fice=fice, mode="auto")
+            masks = build_masks(instructions[0], parts=parts, parser=parser, fice=fice, mode="auto")
+            return _with_bare_arms(masks, x, instructions, parts, v, parser, settings)
         pieces = {}
         for indices in groups.values():
             index = torch.tensor(indices, device=x.device)
@@ -343,7 +345,7 @@ class FicePipeline:
                 parts=parts.index_select(0, index) if parts is not None else None,
                 parser=_select(parser, index), fice=_select(fice, index),
             )
-        return _gather_masks(pieces, len(instructions))
+        return _with_bare_arms(_gather_masks(pieces, len(instructions)), x, instructions, parts, v, parser, settings)
 
     def invert(self, x: torch.Tensor, settings: EditSettings, seed: int | None, progress: bool) -> Inversion:
         """W+ of framed photos x [N,3,R,R] and the generator to edit in (a tuned copy for 'pti'; the bundle's own
@@ -374,9 +376,11 @@ class FicePipeline:
         objective = self.objective(settings)
         with seeded(seed, self.device):
             if targets is None:
-                targets = objective.prepare(x, masks.keep, [text], ws_init)
+                targets = objective.prepare(x, masks.keep, [text], ws_init, bare_mask=masks.bare,
+                                            skin_rgb=masks.skin_rgb)  # fmt: skip
             else:
-                targets = objective.retarget(targets, [text], ws_init, masks.keep)
+                targets = objective.retarget(targets, [text], ws_init, masks.keep, bare_mask=masks.bare,
+                                             skin_rgb=masks.skin_rgb)  # fmt: skip
             config = OptimizeConfig(
                 iterations=iterations or settings.iterations, lr=settings.lr, schedule=settings.schedule, seed=seed,
                 compile=settings.compile, perception_every=settings.perception_every,
@@ -464,6 +468,24 @@ def _select(output: Any, index: torch.Tensor) -> Any:
     if output is None:
         return None
     return dataclasses.replace(output, probs=output.probs.index_select(0, index))
+
+
+def _with_bare_arms(masks: EditMasks, x: torch.Tensor, instructions: Sequence[Instruction], parts: torch.Tensor | None,
+                    v: torch.Tensor | None, parser: Any, settings: EditSettings) -> EditMasks:  # fmt: skip
+    """`masks` with the bare-arm region and skin colour of the skin term (ficekit.skin); unchanged when that term
+    weighs 0, when no photo's instruction names a sleeve, without DensePose, or when a photo shows too little skin
+    to know its colour."""
+    if not settings.weights.get("skin", 0) or parts is None or v is None:
+        return masks
+    if all(i.attributes.sleeve is None for i in instructions):
+        return masks
+    bare = torch.cat([bare_arm_mask(instruction.category, instruction.attributes.sleeve, parts[i : i + 1],
+                                    v[i : i + 1], masks.edit[i : i + 1])
+                      for i, instruction in enumerate(instructions)])  # fmt: skip
+    skin = skin_colour(x, parser, parts, masks.edit)
+    if skin is None or not bool(bare.any()):
+        return masks
+    return dataclasses.replace(masks, bare=bare, skin_rgb=skin)
 
 
 def _gather_masks(pieces: dict[tuple[int, ...], EditMasks], n: int) -> EditMasks:

@@ -124,8 +124,9 @@ def load_gallery(path: str | Path, device: Any = "cpu") -> TextureGallery:
 
 
 class TextureTerm(nn.Module):
-    """Exemplar texture guidance: Σ_n texture_distance of G(w)'s edit region (1 − keep) from the mean statistics
-    of the gallery garments CLIP ranks highest for the text (averaged over the texts)."""
+    """Exemplar texture guidance: Σ_n texture_distance of G(w)'s edit region (1 − keep, less the arms the new
+    garment leaves bare) from the mean statistics of the gallery garments CLIP ranks highest for the text
+    (averaged over the texts)."""
 
     name = "texture"
 
@@ -150,5 +151,8 @@ class TextureTerm(nn.Module):
         """Scalar Σ_n texture distance between G(w) in the edit region and the exemplars."""
         if targets.texture_mean is None or targets.texture_covariance is None:
             raise ValueError("targets: the texture term needs texture_mean and texture_covariance (Objective.prepare)")
-        mean, covariance = texture_statistics(generated, 1 - targets.keep_mask)
+        region = 1 - targets.keep_mask
+        if targets.bare_mask is not None:
+            region = region * (1 - targets.bare_mask)  # arms the new garment leaves bare are skin (ficekit.skin)
+        mean, covariance = texture_statistics(generated, region)
         return texture_distance(mean, covariance, targets.texture_mean, targets.texture_covariance).sum()

@@ -75,7 +75,30 @@ def densepose_part_maps(
     image_size: tuple[int, int],
     num_images: int | None = None,
 ) -> torch.Tensor:
-    """Per-pixel DensePose part probabilities [N,25,H,W] in the image frame (channels sum to 1).
+    """Per-pixel DensePose part probabilities [N,25,H,W] in the image frame (channels sum to 1); see _paste."""
+    return _paste(output, image_size, num_images, with_v=False)[0]
+
+
+def densepose_part_and_v_maps(
+    output: DensePoseOutput,
+    image_size: tuple[int, int],
+    num_images: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """densepose_part_maps and each chart's V coordinate [N,25,H,W] in the image frame, pasted the same way
+    (how far a sleeve reaches along the arm needs V: ficekit.skin)."""
+    parts, v = _paste(output, image_size, num_images, with_v=True)
+    assert v is not None
+    return parts, v
+
+
+def _paste(
+    output: DensePoseOutput,
+    image_size: tuple[int, int],
+    num_images: int | None,
+    with_v: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-pixel DensePose part probabilities [N,25,H,W] in the image frame (channels sum to 1), and with_v each
+    chart's V (zeros outside every box).
 
     Each box's S x S grid (densepose_probabilities) is resampled bilinearly onto the pixels whose centres lie in
     the box (grid cell i spans [x0 + i*w/S, x0 + (i+1)*w/S), as RoIAlign pooled it). Where boxes of one image
@@ -104,6 +127,10 @@ def densepose_part_maps(
     dtype = probs.dtype
     background = torch.zeros(1, NUM_DENSEPOSE_CHANNELS, h, w, dtype=dtype, device=probs.device)
     background[:, 0] = 1
+    if with_v:
+        check_shape("output.v", output.v, list(probs.shape))
+        probs = torch.cat([probs, output.v.to(dtype)], dim=1)
+        background = torch.cat([background, torch.zeros_like(background)], dim=1)
     maps = [background for _ in range(num_images)]
     best = [torch.zeros(1, 1, h, w, dtype=dtype, device=probs.device) for _ in range(num_images)]
     for i in range(k):
@@ -127,4 +154,7 @@ def densepose_part_maps(
         take = person > best[n]
         maps[n] = torch.where(take, pasted, maps[n])
         best[n] = torch.where(take, person, best[n])
-    return torch.cat(maps, dim=0)
+    pasted = torch.cat(maps, dim=0)
+    if not with_v:
+        return pasted, None
+    return pasted[:, :NUM_DENSEPOSE_CHANNELS], pasted[:, NUM_DENSEPOSE_CHANNELS:]
