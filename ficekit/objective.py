@@ -535,9 +535,9 @@ def build_objective(
     """FICE's objective: img, shape, head_shape, regulariser and clip terms (FICE's summation order), and
     ficekit's exemplar texture and bare-skin terms after them when they have a weight.
 
-    `weights` keys are 'clip', 'img', 'shape', 'head_shape', 'texture', 'skin' and the regulariser's name; a model term that is
-    absent or weighs 0 is left out (its model may be None); the regulariser weighs 1 unless given, and is
-    left out (not even sampled) at weight 0 or when it is 'none'.
+    `weights` keys are 'clip', 'img', 'shape', 'head_shape', 'texture', 'skin' and the regulariser's name; a
+    model term that is absent or weighs 0 is left out (its model may be None); the regulariser weighs 1 unless
+    given, and is left out (not even sampled) at weight 0 or when it is 'none'.
     """
     reg_name = regularizer if isinstance(regularizer, str) else getattr(regularizer, "name", None)
     if not isinstance(reg_name, str):
