@@ -61,6 +61,7 @@ __all__ = [
     "densepose_part_maps",
     "densepose_probabilities",
     "fice_masks",
+    "parser_role",
     "region_mask",
 ]
 
@@ -253,7 +254,7 @@ def _union(masks: Sequence[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _role(parser: SegmentationMasks | None, role: str) -> torch.Tensor | None:
+def parser_role(parser: SegmentationMasks | None, role: str) -> torch.Tensor | None:
     """The parser's merged mask for a PARSER_ROLES role, or None when it has none of the role's names."""
     if parser is None:
         return None
@@ -328,7 +329,7 @@ def auto_masks(
         ("open_px", open_px),
     ):
         check_px(name, px)
-    has_garment = any(_role(parser, r) is not None for r in GARMENT_ROLES)
+    has_garment = any(parser_role(parser, r) is not None for r in GARMENT_ROLES)
     if parts is None and not has_garment:
         what = (
             "no parser"
@@ -345,8 +346,8 @@ def auto_masks(
     protect_roles = (*ALWAYS_PROTECTED, "accessories", *rule.protect)
     if "upper_legs" not in covered:
         protect_roles += rule.protect_unless_legs
-    editable = [m for m in (_role(parser, r) for r in rule.garments) if m is not None]
-    protected = [m for m in (_role(parser, r) for r in protect_roles) if m is not None]
+    editable = [m for m in (parser_role(parser, r) for r in rule.garments) if m is not None]
+    protected = [m for m in (parser_role(parser, r) for r in protect_roles) if m is not None]
     if parts is not None:
         editable.append(region_mask(parts, *covered))
         protected.append(region_mask(parts, *ALWAYS_PROTECTED))
@@ -355,7 +356,7 @@ def auto_masks(
             raise ValueError(f"fice: segmentation lacks 'head' (names: {list(fice)}); expected FICE's 3 classes")
         protected.append(fice["head"])
     for limb, segments in LIMBS.items():
-        skin = _role(parser, limb)
+        skin = parser_role(parser, limb)
         covered_segments = [s for s in segments if s in covered]
         if parts is not None:
             if skin is not None:

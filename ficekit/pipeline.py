@@ -482,8 +482,10 @@ def _with_bare_arms(masks: EditMasks, x: torch.Tensor, instructions: Sequence[In
     bare = torch.cat([bare_arm_mask(instruction.category, instruction.attributes.sleeve, parts[i : i + 1],
                                     v[i : i + 1], masks.edit[i : i + 1])
                       for i, instruction in enumerate(instructions)])  # fmt: skip
+    if not bool(bare.any()):
+        return masks
     skin = skin_colour(x, parser, parts, masks.edit)
-    if skin is None or not bool(bare.any()):
+    if skin is None:
         return masks
     return dataclasses.replace(masks, bare=bare, skin_rgb=skin)
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .masking import BODY_REGIONS, LIMBS, PARSER_ROLES, covered_regions, region_mask
+from .masking import BODY_REGIONS, LIMBS, covered_regions, parser_role, region_mask
 from .perception.segmenter import SegmentationMasks
 
 SHORT_SLEEVE_END = 0.5  # V along the upper arm (shoulder 0, elbow 1) where a short sleeve ends
@@ -78,10 +78,7 @@ def skin_colour(photo: torch.Tensor, parser: SegmentationMasks | None, parts: to
         face = next((name for name in SKIN_NAMES if name in parser.labels), None)
         if face is not None:
             sources.append(parser.merge(face))
-        for role in ("arms", "hands"):
-            names = [name for name in PARSER_ROLES[role] if name in parser]
-            if names:
-                sources.append(parser.merge(*names))
+        sources += [m for m in (parser_role(parser, "arms"), parser_role(parser, "hands")) if m is not None]
     if parts is not None:
         sources.append(region_mask(parts, "hands"))
     if not sources:
