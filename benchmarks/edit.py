@@ -62,7 +62,8 @@ def edit_targets(pipe: FicePipeline, photos: list[torch.Tensor], text: str) -> t
     masks = pipe.perceive(x, pipe.instructions_for(x, pipe.parse(text, settings), settings), settings)
     inversion = pipe.invert(x, settings, settings.seed, progress=False)
     objective = pipe.objective(settings)
-    return inversion.generator, objective, objective.prepare(x, masks.keep, [text], inversion.ws)
+    targets = objective.prepare(x, masks.keep, [text], inversion.ws, bare_mask=masks.bare, skin_rgb=masks.skin_rgb)
+    return inversion.generator, objective, targets
 
 
 def _peak_rss_mib() -> float:

@@ -44,7 +44,8 @@ Roles and formats (FORMATS); kwargs go to the format's loader:
                                                   preprocess_cfg, trust_torchscript (only with a sha256),
                                                   pretrained (an open_clip tag, with file null; open_clip
                                                   fetches it or finds it in its cache)
-    gallery    'texture_gallery'                  (none) exemplar garments of the texture term (ficekit.texture)
+    gallery    'texture_gallery'                  (none) exemplar garments of the texture and collage terms
+                                                  (ficekit.texture, ficekit.collage)
 generator, encoder and clip are required; the others are optional (Bundle.has).
 
 Bundle names: 'demo' (shipped in the repository's checkpoints/demo/, installed as package data of

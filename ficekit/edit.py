@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--followup-iterations", type=int, metavar="N", help="steps of a follow-up round (default: the bundle's)")
     add("--lr", type=float, help="Adam learning rate (default: the bundle's, FICE: 0.05)")
     add("--weights", help="loss weights as name=value pairs, e.g. clip=1,img=30,shape=10,head_shape=1,w_delta=1; "
-        "ficekit's texture and skin terms too (texture=0,skin=0 turns them off)")
+        "ficekit's texture, skin and collage terms too (texture=0,skin=0,collage=0 turns them off)")
     add("--regularizer", help="latent regulariser, e.g. w_delta (FICE), w_mean, pn, none (default: the bundle's)")
     add("--mask", choices=["auto", "fice"], help="masks: auto (garment auto-masking) or fice (default: the bundle's)")
     add("--category", choices=["upper", "lower", "full", "outerwear"], help="garment category (default: from the text)")

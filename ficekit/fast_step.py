@@ -35,7 +35,7 @@ COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotu
 # Targets the compiled graph takes as inputs, in this order (EditTargets fields).
 _TARGET_FIELDS = (
     "photo", "keep_mask", "body_parts", "head", "text_features", "ws_init", "texture_mean", "texture_covariance",
-    "bare_mask", "skin_rgb",
+    "bare_mask", "skin_rgb", "collage",
 )
 
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ficekit.collage import CollageTerm
 from ficekit.perception.densepose import FICE_BODY_PARTS
 from ficekit.regularizers import (
     REGULARIZERS,
@@ -101,6 +102,7 @@ class EditTargets:
                    (ficekit.texture), None without a texture term.
     bare_mask:     [N, 1, H, W] where the new garment leaves the arms bare (ficekit.skin), None when unknown.
     skin_rgb:      [N, 3] the photo's skin colour (ficekit.skin), None when unknown.
+    collage:       [1, 3, H, W] the text's exemplar collage (ficekit.collage), None without a collage term.
     """
 
     photo: torch.Tensor
@@ -113,6 +115,7 @@ class EditTargets:
     texture_covariance: torch.Tensor | None = None
     bare_mask: torch.Tensor | None = None
     skin_rgb: torch.Tensor | None = None
+    collage: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         check_shape("photo", self.photo, [None, 3, None, None])
@@ -127,6 +130,8 @@ class EditTargets:
             check_shape("bare_mask", self.bare_mask, [n, 1, h, w])
         if self.skin_rgb is not None:
             check_shape("skin_rgb", self.skin_rgb, [n, 3])
+        if self.collage is not None:
+            check_shape("collage", self.collage, [1, 3, h, w])
         if self.text_features is not None:
             check_shape("text_features", self.text_features, [None, None])
 
@@ -412,6 +417,7 @@ class Objective(nn.Module):
             texture_covariance=fields.get("texture_covariance"),
             bare_mask=None if bare_mask is None else bare_mask.detach(),
             skin_rgb=None if skin_rgb is None else skin_rgb.detach(),
+            collage=fields.get("collage"),
         )
 
     @torch.no_grad()
@@ -428,7 +434,7 @@ class Objective(nn.Module):
         the preservation terms stay held to the original photo and its perception is not run again."""
         text_fields: dict[str, torch.Tensor] = {}
         for name in self.active:
-            if isinstance(self.terms[name], ClipTerm | TextureTerm):
+            if isinstance(self.terms[name], ClipTerm | TextureTerm | CollageTerm):
                 text_fields.update(self.terms[name].prepare(targets.photo, texts))
         return dataclasses.replace(
             targets, **text_fields, ws_init=ws_init.detach(),
@@ -515,7 +521,7 @@ class Objective(nn.Module):
         return f"weights={self.weights}, timing={self.timing}"
 
 
-MODEL_TERMS = ("clip", "img", "shape", "head_shape", "texture", "skin")
+MODEL_TERMS = ("clip", "img", "shape", "head_shape", "texture", "skin", "collage")
 
 
 def build_objective(
@@ -533,9 +539,9 @@ def build_objective(
     texture_exemplars: int = DEFAULT_EXEMPLARS,  # gallery garments averaged per text (see TextureTerm)
 ) -> Objective:
     """FICE's objective: img, shape, head_shape, regulariser and clip terms (FICE's summation order), and
-    ficekit's exemplar texture and bare-skin terms after them when they have a weight.
+    ficekit's exemplar texture, bare-skin and exemplar collage terms after them when they have a weight.
 
-    `weights` keys are 'clip', 'img', 'shape', 'head_shape', 'texture', 'skin' and the regulariser's name; a
+    `weights` keys are 'clip', 'img', 'shape', 'head_shape', 'texture', 'skin', 'collage' and the regulariser's name; a
     model term that is absent or weighs 0 is left out (its model may be None); the regulariser weighs 1 unless
     given, and is left out (not even sampled) at weight 0 or when it is 'none'.
     """
@@ -575,4 +581,6 @@ def build_objective(
         terms["texture"] = TextureTerm(clip, gallery, texture_exemplars)
     if wanted("skin"):
         terms["skin"] = SkinTerm()
+    if wanted("collage", gallery, "gallery") and wanted("collage", clip, "clip"):
+        terms["collage"] = CollageTerm(clip, gallery, texture_exemplars)
     return Objective(terms, {k: v for k, v in weights.items() if k in terms}, timing=timing)

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 GALLERY_FORMAT = "ficekit-texture-gallery"
-GALLERY_VERSION = 1
+GALLERY_VERSION = 2  # 2 adds the garments' pictures (ficekit.collage); version 1 files (statistics only) still load
+READABLE_VERSIONS = (1, 2)
 DILATIONS = (1, 2)  # scales of the derivative filters, in pixels
 DEFAULT_EXEMPLARS = 8  # gallery garments whose statistics are averaged per text
 MEAN_SCALE = 0.01  # squared colour/response difference of the means that counts as 1 (about 0.1 per channel)
@@ -72,10 +73,16 @@ def texture_distance(
 
 class TextureGallery(nn.Module):
     """Garments to draw textures from: unit CLIP image features [M, D] of the pictures they come from and the
-    garments' texture statistics (means [M, C], covariances [M, C, C]), as buffers (a bundle's 'gallery')."""
+    garments' texture statistics (means [M, C], covariances [M, C, C]), as buffers (a bundle's 'gallery').
+
+    The pictures themselves (for ficekit.collage) are optional, either stored (`images` [M,3,H,W] uint8 and
+    garment `masks` [M,1,H,W] bool) or, for a gallery of ficekit's synthetic world, as the `renders` that redraw
+    them ({'world', 'size', 'people': [M] render seeds, 'slots': [M] garment slots}; 10 ms a picture).
+    """
 
     def __init__(self, clip_features: torch.Tensor, means: torch.Tensor, covariances: torch.Tensor,
-                 source: str = "") -> None:  # fmt: skip
+                 source: str = "", images: torch.Tensor | None = None, masks: torch.Tensor | None = None,
+                 renders: dict[str, Any] | None = None) -> None:  # fmt: skip
         super().__init__()
         m = clip_features.shape[0]
         if clip_features.dim() != 2 or m < 1:
@@ -87,26 +94,84 @@ class TextureGallery(nn.Module):
         self.register_buffer("means", means.float())
         self.register_buffer("covariances", covariances.float())
         self.source = source
+        if (images is None) != (masks is None):
+            raise ValueError("gallery pictures: give both images and masks, or neither")
+        if images is not None and masks is not None:
+            if images.dim() != 4 or images.shape[:2] != (m, 3) or masks.shape != (m, 1, *images.shape[2:]):
+                raise ValueError(f"gallery pictures: expected images [{m}, 3, H, W] and masks [{m}, 1, H, W], "
+                                 f"got {list(images.shape)} and {list(masks.shape)}")  # fmt: skip
+            self.register_buffer("images", images.to(torch.uint8))
+            self.register_buffer("masks", masks.bool())
+        else:
+            self.images = self.masks = None
+        if renders is not None:
+            renders = _checked_renders(renders, m)
+        self.renders = renders
 
     def __len__(self) -> int:
         return self.clip_features.shape[0]
 
+    @property
+    def has_pictures(self) -> bool:
+        """Whether the garments' pictures are here (stored or redrawable), as ficekit.collage needs."""
+        return self.images is not None or self.renders is not None
+
     @torch.no_grad()
-    def exemplar_statistics(self, text_features: torch.Tensor, k: int = DEFAULT_EXEMPLARS) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean statistics ([T, C], [T, C, C]) of the k gallery garments CLIP ranks highest for each text [T, D]."""
+    def top_exemplars(self, text_features: torch.Tensor, k: int = DEFAULT_EXEMPLARS) -> torch.Tensor:
+        """[T, k] indices of the gallery garments CLIP ranks highest for each text [T, D], best first."""
         if text_features.dim() != 2 or text_features.shape[1] != self.clip_features.shape[1]:
             raise ValueError(f"text_features: expected [T, {self.clip_features.shape[1]}] (the gallery's CLIP), "
                              f"got {list(text_features.shape)}")  # fmt: skip
-        k = min(k, len(self))
         scores = F.normalize(text_features.float(), dim=-1).to(self.clip_features.device) @ self.clip_features.T
-        top = scores.topk(k, dim=1).indices  # [T, k]
+        return scores.topk(min(k, len(self)), dim=1).indices
+
+    @torch.no_grad()
+    def exemplar_pictures(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pictures of garments `indices`: images [k,3,H,W] in [0,1] and garment masks [k,1,H,W] in {0,1}."""
+        if self.images is not None and self.masks is not None:
+            index = torch.as_tensor(list(indices), dtype=torch.long, device=self.images.device)
+            return self.images[index].float() / 255, self.masks[index].float()
+        if self.renders is None:
+            raise ValueError("this gallery has statistics only, no pictures (rebuild it with build_gallery)")
+        from ficekit.synthetic.render import render  # only galleries of the synthetic world redraw their pictures
+
+        images, masks = [], []
+        for i in indices:
+            sample = render(self.renders["people"][i], size=self.renders["size"], world=self.renders["world"])
+            images.append(sample.to_tensor())
+            masks.append(torch.from_numpy(sample.mask(self.renders["slots"][i]))[None].float())
+        device = self.clip_features.device
+        return torch.stack(images).to(device), torch.stack(masks).to(device)
+
+    @torch.no_grad()
+    def exemplar_statistics(self, text_features: torch.Tensor, k: int = DEFAULT_EXEMPLARS) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean statistics ([T, C], [T, C, C]) of the k gallery garments CLIP ranks highest for each text [T, D]."""
+        top = self.top_exemplars(text_features, k)  # [T, k]
         return self.means[top].mean(dim=1), self.covariances[top].mean(dim=1)
 
     def save(self, path: str | Path) -> None:
         """Write the gallery file (fp16 tensors; read back by `load_gallery`)."""
-        torch.save({"format": GALLERY_FORMAT, "version": GALLERY_VERSION, "source": self.source,
-                    "clip_features": self.clip_features.half(), "means": self.means.half(),
-                    "covariances": self.covariances.half()}, path)  # fmt: skip
+        record = {"format": GALLERY_FORMAT, "version": GALLERY_VERSION, "source": self.source,
+                  "clip_features": self.clip_features.half(), "means": self.means.half(),
+                  "covariances": self.covariances.half()}  # fmt: skip
+        if self.images is not None:
+            record |= {"images": self.images.cpu(), "masks": self.masks.cpu()}
+        if self.renders is not None:
+            record["renders"] = self.renders
+        torch.save(record, path)
+
+
+def _checked_renders(renders: Any, m: int) -> dict[str, Any]:
+    """The `renders` record of a gallery of m garments, checked: world, size, people [m] ints, slots [m] strings."""
+    fields = ("world", "size", "people", "slots")
+    if not isinstance(renders, dict) or any(k not in renders for k in fields):
+        raise ValueError(f"gallery renders: expected a dict with {list(fields)}, got {renders!r:.200}")
+    people, slots = list(renders["people"]), list(renders["slots"])
+    if len(people) != m or len(slots) != m:
+        raise ValueError(f"gallery renders: expected {m} people and slots, got {len(people)} and {len(slots)}")
+    if not all(isinstance(p, int) for p in people) or not all(isinstance(s, str) for s in slots):
+        raise ValueError("gallery renders: people must be ints (render seeds) and slots strings")
+    return {"world": str(renders["world"]), "size": int(renders["size"]), "people": people, "slots": slots}
 
 
 def load_gallery(path: str | Path, device: Any = "cpu") -> TextureGallery:
@@ -117,9 +182,12 @@ def load_gallery(path: str | Path, device: Any = "cpu") -> TextureGallery:
         raise ValueError(f"{path}: not a readable texture gallery ({type(error).__name__}: {error})") from None
     if not isinstance(record, dict) or record.get("format") != GALLERY_FORMAT:
         raise ValueError(f"{path}: not a texture gallery (expected format {GALLERY_FORMAT!r})")
-    if record.get("version") != GALLERY_VERSION:
-        raise ValueError(f"{path}: texture gallery version {record.get('version')!r}; this ficekit reads {GALLERY_VERSION}")
-    gallery = TextureGallery(record["clip_features"], record["means"], record["covariances"], str(record.get("source", "")))
+    if record.get("version") not in READABLE_VERSIONS:
+        raise ValueError(f"{path}: texture gallery version {record.get('version')!r}; this ficekit reads "
+                         f"{list(READABLE_VERSIONS)}")  # fmt: skip
+    gallery = TextureGallery(record["clip_features"], record["means"], record["covariances"],
+                             str(record.get("source", "")), images=record.get("images"), masks=record.get("masks"),
+                             renders=record.get("renders"))  # fmt: skip
     return gallery.to(device).eval().requires_grad_(False)
 
 

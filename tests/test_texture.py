@@ -162,10 +162,13 @@ def test_build_gallery_adds_a_verified_gallery_to_a_bundle_folder(tmp_path):
     source = load_bundle("demo")
     folder = tmp_path / "bundle"
     shutil.copytree(source.root, folder)
-    assert main(["--bundle", str(folder), "--n", "3", "--texture-weight", "0.5", "--overwrite", "--quiet"]) == 0
+    assert main(["--bundle", str(folder), "--n", "3", "--texture-weight", "0.5", "--collage-weight", "20",
+                 "--overwrite", "--quiet"]) == 0  # fmt: skip
     bundle = load_bundle(folder)
     gallery = bundle.load("gallery")
-    assert len(gallery) == 3 and bundle.defaults.weights["texture"] == 0.5
+    assert len(gallery) == 3 and bundle.defaults.weights["texture"] == 0.5 and bundle.defaults.weights["collage"] == 20
+    images, masks = gallery.exemplar_pictures([0, 1, 2])  # redrawn from the recorded render seeds
+    assert torch.allclose(texture_statistics(images, masks)[0], gallery.means, atol=2e-3)
     assert bundle.provenance["training"]["gallery"]["renders"] == 3
     assert torch.isfinite(gallery.covariances).all() and gallery.means[:, :3].min() >= 0
     with pytest.raises(SystemExit) as exit_info:  # an existing gallery is kept without --overwrite
