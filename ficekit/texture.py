@@ -100,7 +100,9 @@ class TextureGallery(nn.Module):
             if images.dim() != 4 or images.shape[:2] != (m, 3) or masks.shape != (m, 1, *images.shape[2:]):
                 raise ValueError(f"gallery pictures: expected images [{m}, 3, H, W] and masks [{m}, 1, H, W], "
                                  f"got {list(images.shape)} and {list(masks.shape)}")  # fmt: skip
-            self.register_buffer("images", images.to(torch.uint8))
+            if images.dtype != torch.uint8:
+                raise ValueError(f"gallery pictures: images must be uint8 (0-255), got {images.dtype}")
+            self.register_buffer("images", images)
             self.register_buffer("masks", masks.bool())
         else:
             self.images = self.masks = None

@@ -48,8 +48,8 @@ def pictures_gallery() -> TextureGallery:
     masks[1] = 1
     images = torch.stack([red, blue])
     means, covariances = texture_statistics(images, masks)
-    return TextureGallery(torch.eye(2, 4), means, covariances, source="test", images=(images * 255).round(),
-                          masks=masks.bool())  # fmt: skip
+    return TextureGallery(torch.eye(2, 4), means, covariances, source="test",
+                          images=(images * 255).round().to(torch.uint8), masks=masks.bool())  # fmt: skip
 
 
 class KeywordClip(torch.nn.Module):
@@ -105,6 +105,9 @@ def test_stored_pictures_survive_the_gallery_file(tmp_path):
     assert torch.equal(images[0], plain((0, 0, 1))) and torch.equal(masks[1], gallery.masks[0].float())
     with pytest.raises(ValueError, match="give both images and masks"):
         TextureGallery(gallery.clip_features, gallery.means, gallery.covariances, images=gallery.images)
+    with pytest.raises(ValueError, match="images must be uint8"):
+        TextureGallery(gallery.clip_features, gallery.means, gallery.covariances, images=gallery.images.float(),
+                       masks=gallery.masks)  # fmt: skip
 
 
 def test_a_synthetic_gallery_redraws_its_pictures_from_render_seeds(tmp_path):
