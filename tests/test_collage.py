@@ -96,6 +96,17 @@ def test_term_needs_pictures_and_the_objective_a_gallery(tmp_path):
     assert objective.active == ["img", "collage"]
 
 
+def test_a_version_1_gallery_file_still_loads_without_pictures(tmp_path):
+    gallery = pictures_gallery()
+    torch.save({"format": "ficekit-texture-gallery", "version": 1, "source": "old",
+                "clip_features": gallery.clip_features.half(), "means": gallery.means.half(),
+                "covariances": gallery.covariances.half()}, tmp_path / "v1.pt")  # fmt: skip
+    loaded = load_gallery(tmp_path / "v1.pt")
+    assert len(loaded) == 2 and not loaded.has_pictures
+    with pytest.raises(ValueError, match="statistics only"):
+        loaded.exemplar_pictures([0])
+
+
 def test_stored_pictures_survive_the_gallery_file(tmp_path):
     gallery = pictures_gallery()
     gallery.save(tmp_path / "gallery.pt")
