@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ficekit.texture import DEFAULT_EXEMPLARS, TextureGallery
+from ficekit.texture import DEFAULT_EXEMPLARS, TextureGallery, garment_region
 
 
 def exemplar_collage(images: torch.Tensor, masks: torch.Tensor, max_growth: int | None = None) -> torch.Tensor:
@@ -87,7 +87,4 @@ class CollageTerm(nn.Module):
         """Scalar Σ_n masked MSE between G(w) and the collage inside the edit region."""
         if targets.collage is None:
             raise ValueError("targets: the collage term needs a collage (Objective.prepare)")
-        region = 1 - targets.keep_mask
-        if targets.bare_mask is not None:
-            region = region * (1 - targets.bare_mask)  # arms the new garment leaves bare are skin (ficekit.skin)
-        return (region * (generated - targets.collage)).pow(2).mean(dim=(1, 2, 3)).sum()
+        return (garment_region(targets) * (generated - targets.collage)).pow(2).mean(dim=(1, 2, 3)).sum()

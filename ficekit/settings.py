@@ -15,7 +15,7 @@ from typing import Any
 
 from .fast_step import COMPILE_CHOICES
 from .inversion import INVERSION_METHODS
-from .objective import CLIP_REGIONS
+from .objective import CLIP_REGIONS, MODEL_TERMS
 from .optimize import MAX_EARLY_STOP, MAX_PERCEPTION_EVERY
 from .regularizers import REGULARIZERS
 from .stitch import STITCH_METHODS
@@ -23,7 +23,6 @@ from .stitch import STITCH_METHODS
 MASK_MODES = ("auto", "fice")
 SCHEDULES = ("constant", "cosine", "rampdown")
 CATEGORIES = ("upper", "lower", "full", "outerwear")
-MODEL_TERMS = ("clip", "img", "shape", "head_shape", "texture", "skin", "collage")  # objective terms besides the latent regulariser
 FICE_WEIGHTS: dict[str, float] = {"clip": 1.0, "img": 30.0, "shape": 10.0, "head_shape": 1.0, "w_delta": 1.0}
 
 MAX_ITERATIONS = 20_000  # optimisation steps above this are refused unless forced (hours on a CPU)

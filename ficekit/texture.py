@@ -193,6 +193,15 @@ def load_gallery(path: str | Path, device: Any = "cpu") -> TextureGallery:
     return gallery.to(device).eval().requires_grad_(False)
 
 
+def garment_region(targets: Any) -> torch.Tensor:
+    """[N, 1, H, W] where the new garment is drawn: the edit region (1 − keep) less the arms it leaves bare
+    (targets.bare_mask, ficekit.skin), which are skin; the region the texture and collage terms guide."""
+    region = 1 - targets.keep_mask
+    if targets.bare_mask is not None:
+        region = region * (1 - targets.bare_mask)
+    return region
+
+
 class TextureTerm(nn.Module):
     """Exemplar texture guidance: Σ_n texture_distance of G(w)'s edit region (1 − keep, less the arms the new
     garment leaves bare) from the mean statistics of the gallery garments CLIP ranks highest for the text
@@ -221,8 +230,5 @@ class TextureTerm(nn.Module):
         """Scalar Σ_n texture distance between G(w) in the edit region and the exemplars."""
         if targets.texture_mean is None or targets.texture_covariance is None:
             raise ValueError("targets: the texture term needs texture_mean and texture_covariance (Objective.prepare)")
-        region = 1 - targets.keep_mask
-        if targets.bare_mask is not None:
-            region = region * (1 - targets.bare_mask)  # arms the new garment leaves bare are skin (ficekit.skin)
-        mean, covariance = texture_statistics(generated, region)
+        mean, covariance = texture_statistics(generated, garment_region(targets))
         return texture_distance(mean, covariance, targets.texture_mean, targets.texture_covariance).sum()
