@@ -23,7 +23,7 @@ bundle.json (format_version 1)::
       },
       "defaults": {"iterations": 500, "lr": 0.05, "weights": {"clip": 1, ...}, "regularizer": "w_delta",
                    "mask": "fice", "stitch": "fice", "schedule": "constant", "clip_augment": 0, "clip_region": "image",
-                   "inversion": "e4e", "inversion_steps": null, "followup_iterations": null},
+                   "inversion": "e4e", "inversion_steps": null, "start": "inversion", "followup_iterations": null},
       "example_images": ["examples/person.png"],
       "provenance": {...free-form: where the weights come from...}
     }
@@ -144,6 +144,7 @@ class EditDefaults:
     clip_region: str = "image"  # What the CLIP term scores: 'image' = G(w) (FICE), 'edit' = G(w) over the kept photo.
     inversion: str = "e4e"  # Photo -> W+ method (e4e = FICE).
     inversion_steps: int | None = None  # Steps of an optimize/pti inversion; None = the method's default.
+    start: str = "inversion"  # First round starts at the inversion (FICE) or 'collage' (ficekit.pipeline.start_latent).
     followup_iterations: int | None = None  # Steps of a session's follow-up round; None = iterations // 3.
     compile: str = "off"  # 'off' = eager reference loop; 'auto' = compiled step (minutes to compile on a CPU).
     perception_every: int = 1  # Perception terms every k-th step (OptimizeConfig.perception_every); 1 = FICE.

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .bundle import Bundle, load_bundle
+from .collage import collage_composite, text_collage
 from .framing import Framing, fit_to_square
 from .generator import synthesize_01
 from .inputs import as_photos, check_output_type, convert_output
@@ -77,7 +78,7 @@ class EditResult:
     names: list[str] = field(default_factory=list)
     domain_scores: list[Any] = field(default_factory=list)
     inversion: dict[str, Any] = field(default_factory=dict)  # how W+ was found (method, steps, seconds, ...)
-    ws_init: torch.Tensor | None = None  # [N, num_ws, w_dim] the inversion's W+, where the optimisation started
+    ws_init: torch.Tensor | None = None  # [N, num_ws, w_dim] where the optimisation started (see `start`)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -170,7 +171,10 @@ class FicePipeline:
 
     def settings(self, force: bool = False, **overrides: Any) -> EditSettings:
         """The bundle's default settings with `overrides` applied (weights are merged term by term)."""
-        return edit_settings(self.bundle.defaults, force=force, **overrides)
+        settings = edit_settings(self.bundle.defaults, force=force, **overrides)
+        if settings.start == "collage":
+            self._collage_gallery()  # refuse before any model runs
+        return settings
 
     def objective(self, settings: EditSettings) -> Any:
         """The objective of `settings` (cached: the same settings reuse one built objective)."""
@@ -372,12 +376,16 @@ class FicePipeline:
         targets: EditTargets | None = None,
     ) -> tuple[OptimizeResult, EditTargets]:
         """Optimise W+ from `ws_init` under the objective for `text`; `targets` from an earlier round keep the
-        original photo's preservation targets (Objective.retarget: the text, the start and the keep mask change)."""
+        original photo's preservation targets (Objective.retarget: the text, the start and the keep mask change).
+        Without them (a first round) and with start='collage', the optimisation starts at `start_latent` instead."""
         objective = self.objective(settings)
         with seeded(seed, self.device):
             if targets is None:
                 targets = objective.prepare(x, masks.keep, [text], ws_init, bare_mask=masks.bare,
                                             skin_rgb=masks.skin_rgb)  # fmt: skip
+                if settings.start == "collage":
+                    start = self.start_latent(x, masks, text, ws_init, targets.collage)
+                    targets = dataclasses.replace(targets, ws_init=start)
             else:
                 targets = objective.retarget(targets, [text], ws_init, masks.keep, bare_mask=masks.bare,
                                              skin_rgb=masks.skin_rgb)  # fmt: skip
@@ -390,6 +398,25 @@ class FicePipeline:
                 generator or self.generator, objective, targets, config, callbacks=callbacks, progress=progress
             )
         return outcome, targets
+
+    @torch.no_grad()
+    def start_latent(self, x: torch.Tensor, masks: EditMasks, text: str, ws_inversion: torch.Tensor,
+                     collage: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """W+ for start='collage': the inversion moved by the encoder's step from the photo to the photo with the
+        text's exemplar collage pasted into its edit region (skin where arms go bare), so the optimisation starts
+        near a garment of the right colour and pattern instead of the old one (for e4e, the encoder's latent of
+        that composite). `collage` [1,3,H,W] defaults to the text's (ficekit.collage.text_collage)."""
+        if collage is None:
+            collage = text_collage(self.clip, self._collage_gallery(), text, tuple(x.shape[-2:]))
+        composite = collage_composite(x, masks.keep, collage.to(x.device, x.dtype), masks.bare, masks.skin_rgb)
+        return ws_inversion + self.encoder(composite) - self.encoder(x)
+
+    def _collage_gallery(self) -> Any:
+        """The bundle's gallery, when it has the pictures a collage is made of; else a one-line ValueError."""
+        if self.gallery is None or not self.gallery.has_pictures:
+            raise ValueError(f"start='collage': the bundle {self.bundle.name!r} has no gallery with pictures "
+                             "(python -m ficekit.synthetic.build_gallery); use start='inversion'")  # fmt: skip
+        return self.gallery
 
     def finish(
         self, photos: Sequence[torch.Tensor], framings: Sequence[Framing], generated: torch.Tensor, masks: EditMasks,
@@ -437,7 +464,7 @@ class FicePipeline:
         timings["inversion"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        outcome, _ = self.optimize(
+        outcome, targets = self.optimize(
             x, masks, instruction.text, inversion.ws, settings, generator=inversion.generator, seed=seed,
             callbacks=callbacks, progress=progress,
         )
@@ -454,7 +481,7 @@ class FicePipeline:
             images=results, generated=outcome.generated.detach().cpu(), masks=masks.cpu(),
             ws=outcome.ws.detach().cpu(), history=outcome.history, timings=timings, instruction=instruction,
             settings=settings, blend_full=blends, instructions=instructions, names=list(names),
-            domain_scores=domain_scores, inversion=inversion.record(), ws_init=inversion.ws.detach().cpu(),
+            domain_scores=domain_scores, inversion=inversion.record(), ws_init=targets.ws_init.detach().cpu(),
         )
 
     @torch.no_grad()

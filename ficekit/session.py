@@ -214,7 +214,8 @@ class EditSession:
         t = time.perf_counter()
         outcome, self._targets = pipe.optimize(
             self.x, masks, composed, ws_init, settings, generator=generator, iterations=steps, seed=settings.seed,
-            callbacks=callbacks, progress=progress, targets=self._targets,  # the original photo's, from round 1
+            callbacks=callbacks, progress=progress,
+            targets=self._targets if warm else None,  # a follow-up keeps the original photo's, from round 1
         )
         timings["optimize"] = time.perf_counter() - t
         timings["seconds_per_iteration"] = outcome.seconds_per_iteration
@@ -231,7 +232,7 @@ class EditSession:
             ws=outcome.ws.detach().cpu(), history=outcome.history, timings=timings, instruction=instruction,
             settings=dataclasses.replace(settings, iterations=steps), blend_full=blends, instructions=[instruction],
             names=[self.name], domain_scores=list(self.domain_scores), inversion=self._pivot.record(),
-            ws_init=ws_init.detach().cpu(),
+            ws_init=self._targets.ws_init.detach().cpu(),
         )
         round_ = Round(
             instruction=text, change=change, state=state, text=composed, result=result, ws=result.ws,

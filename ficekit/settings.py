@@ -23,6 +23,7 @@ from .stitch import STITCH_METHODS
 MASK_MODES = ("auto", "fice")
 SCHEDULES = ("constant", "cosine", "rampdown")
 CATEGORIES = ("upper", "lower", "full", "outerwear")
+STARTS = ("inversion", "collage")  # where a first round's optimisation starts (ficekit.pipeline.start_latent)
 FICE_WEIGHTS: dict[str, float] = {"clip": 1.0, "img": 30.0, "shape": 10.0, "head_shape": 1.0, "w_delta": 1.0}
 
 MAX_ITERATIONS = 20_000  # optimisation steps above this are refused unless forced (hours on a CPU)
@@ -50,6 +51,7 @@ class EditSettings:
     clip_region: str = "image"  # CLIP scores G(w) ('image', FICE) or G(w) over the kept photo ('edit', ficekit)
     inversion: str = "e4e"  # photo -> W+: 'e4e' (FICE), 'optimize' or 'pti' (ficekit.inversion)
     inversion_steps: int | None = None  # steps of 'optimize'/'pti'; None = the method's default
+    start: str = "inversion"  # first round starts at the inversion (FICE) or at the encoded 'collage' edit
     followup_iterations: int | None = None  # steps of a session's follow-up round; None = iterations // 3
     compile: str = "off"  # 'off' = the eager reference loop; 'auto' = the compiled step (ficekit.fast_step)
     perception_every: int = 1  # DensePose/segmenter terms every k-th step (faster, changes the maths); 1 = FICE
@@ -81,6 +83,7 @@ class EditSettings:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("regularizer", self.regularizer, sorted(REGULARIZERS))
         _check_choice("inversion", self.inversion, INVERSION_METHODS)
+        _check_choice("start", self.start, STARTS)
         _check_choice("compile", self.compile, COMPILE_CHOICES)
         if self.category is not None:
             _check_choice("category", self.category, CATEGORIES)
@@ -121,7 +124,7 @@ def _check_choice(name: str, value: Any, choices: Any) -> None:
 
 BUNDLE_DEFAULT_FIELDS = (
     "iterations", "lr", "weights", "regularizer", "mask", "stitch", "schedule", "clip_augment", "clip_region",
-    "inversion", "inversion_steps", "followup_iterations", "compile", "perception_every", "early_stop",
+    "inversion", "inversion_steps", "start", "followup_iterations", "compile", "perception_every", "early_stop",
     "early_stop_tol",
 )
 

@@ -1,12 +1,13 @@
 """Exemplar collage guidance: the collage of known pictures, the term's value and gradient, the gallery's pictures
-(stored and redrawn), and the objective's wiring (prepare, retarget, weights)."""
+(stored and redrawn), the objective's wiring (prepare, retarget, weights), and the collage start (the encoder's
+latent of the photo with the collage pasted in)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ficekit.collage import CollageTerm, exemplar_collage
+from ficekit.collage import CollageTerm, collage_composite, exemplar_collage, text_collage
 from ficekit.objective import EditTargets, Objective, build_objective
 from ficekit.texture import TextureGallery, load_gallery, texture_statistics
 
@@ -156,3 +157,77 @@ def test_demo_edits_use_the_collage_by_default_and_collage_0_turns_it_off():
     assert "collage" in pipe.objective(pipe.settings()).active
     off = pipe.settings(weights={**pipe.settings().weights, "collage": 0})
     assert "collage" not in pipe.objective(off).active
+
+
+def test_text_collage_is_the_terms_collage_and_needs_pictures():
+    clip, gallery = KeywordClip(), pictures_gallery()
+    collage = text_collage(clip, gallery, "red top", (8, 8), exemplars=2)
+    expected = torch.cat([plain((1, 0, 0))[:, :, :4], plain((0, 0, 1))[:, :, 4:]], dim=2)
+    assert torch.equal(collage[0], expected)
+    assert text_collage(clip, gallery, ["red top"], (16, 16), exemplars=2).shape == (1, 3, 16, 16)  # resized
+    statistics_only = TextureGallery(gallery.clip_features, gallery.means, gallery.covariances)
+    with pytest.raises(ValueError, match="statistics only"):
+        text_collage(clip, statistics_only, "red top", (8, 8))
+
+
+def test_composite_keeps_the_photo_pastes_the_collage_and_paints_bare_arms_with_skin():
+    photo, collage = plain((0.0, 1.0, 0.0))[None], plain((1.0, 0.0, 0.0))[None]
+    keep = torch.ones(1, 1, 8, 8)
+    keep[:, :, 2:, :] = 0  # rows 2.. are edited
+    bare = torch.zeros(1, 1, 8, 8)
+    bare[:, :, 6:, :] = 1  # rows 6.. are bare arms
+    skin = torch.tensor([[0.8, 0.6, 0.4]])
+    composite = collage_composite(photo, keep, collage, bare, skin)
+    assert torch.equal(composite[0, :, :2], photo[0, :, :2])
+    assert torch.equal(composite[0, :, 2:6], collage[0, :, 2:6])
+    assert torch.allclose(composite[0, :, 6:], skin[0][:, None, None].expand(3, 2, 8))
+    assert torch.equal(collage_composite(photo, keep, collage)[0, :, 6:], collage[0, :, 6:])  # no bare mask
+    with pytest.raises(ValueError, match="keep: expected"):
+        collage_composite(photo, keep[:, :, :4], collage)
+    with pytest.raises(ValueError, match="collage: expected"):
+        collage_composite(photo, keep, collage[:, :, :4])
+
+
+@pytest.fixture(scope="module")
+def demo_pipe():
+    from ficekit import FicePipeline
+
+    torch.set_num_threads(1)
+    return FicePipeline.from_bundle("demo", device="cpu")
+
+
+def test_collage_start_is_the_inversion_moved_by_the_encoders_step_to_the_composite(demo_pipe):
+    from ficekit.inputs import as_photos
+
+    pipe = demo_pipe
+    assert pipe.settings().start == "collage"  # the demo's default
+    photo = pipe.bundle.example_images[0]
+    edit = pipe.edit(photo, "red striped t-shirt", iterations=1, progress=False)
+    masks = edit.masks
+    x, _ = pipe.frame(as_photos(photo)[0])
+    with torch.no_grad():
+        inverted = pipe.encoder(x)
+        collage = text_collage(pipe.clip, pipe.gallery, "red striped t-shirt", (64, 64))
+        composite = collage_composite(x, masks.keep, collage, masks.bare, masks.skin_rgb)
+        expected = pipe.encoder(composite)
+    assert torch.allclose(edit.ws_init, expected, atol=1e-5)  # for e4e, the encoder's latent of the composite
+    assert (edit.ws_init - inverted).abs().max() > 0.1  # not where FICE starts
+    fice = pipe.edit(photo, "red striped t-shirt", iterations=1, progress=False, start="inversion")
+    assert torch.equal(fice.ws_init, inverted)
+
+
+def test_collage_start_needs_a_gallery_with_pictures(demo_pipe):
+    import dataclasses
+
+    pipe = demo_pipe
+    saved = pipe.gallery
+    try:
+        pipe.gallery = TextureGallery(saved.clip_features, saved.means, saved.covariances)  # statistics only
+        with pytest.raises(ValueError, match="start='collage'.*no gallery with pictures"):
+            pipe.settings()
+        assert pipe.settings(start="inversion").start == "inversion"
+    finally:
+        pipe.gallery = saved
+    with pytest.raises(ValueError, match="start must be one of"):
+        pipe.settings(start="photo")
+    assert dataclasses.replace(pipe.settings(), start="inversion").validate().start == "inversion"

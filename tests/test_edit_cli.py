@@ -272,3 +272,15 @@ def test_inversion_choice_is_used_and_recorded(bundle_dir, photo, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["inversion"] == "pti" and report["inversion"]["method"] == "pti"
     assert report["inversion"]["steps"] == 2
+
+
+def test_start_choice_is_recorded_and_collage_needs_a_gallery(bundle_dir, photo, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["--text", "red shirt", "--bundle", str(bundle_dir), "--image", str(photo), "--iterations", "1",
+                 "--start", "inversion", "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "report.json").read_text())["settings"]["start"] == "inversion"
+    capsys.readouterr()
+    assert main(["--text", "red shirt", "--bundle", str(bundle_dir), "--image", str(photo), "--iterations", "1",
+                 "--start", "collage", "--out", str(tmp_path / "p"), "--quiet"]) == 2  # the tiny bundle has none
+    err = capsys.readouterr().err
+    assert "start='collage'" in err and "no gallery with pictures" in err and "Traceback" not in err

@@ -12,10 +12,10 @@ import torch
 
 from ficekit import FicePipeline
 
-EXPECTED_TOTAL_LOSS = [17.461441, 10.446333, 7.983365, 6.673848]  # per step (iterations + 1 steps)
-EXPECTED_INSIDE_MEAN = [0.563726, 0.428219, 0.396364]  # result RGB mean where the blend mask is > 0.5
-EXPECTED_INSIDE_STD = 0.110292
-EXPECTED_WS_MEAN, EXPECTED_WS_ABS = 0.229895, 0.404153
+EXPECTED_TOTAL_LOSS = [5.264315, 3.984698, 3.902515, 3.809942]  # per step (iterations + 1 steps)
+EXPECTED_INSIDE_MEAN = [0.726584, 0.238102, 0.265571]  # result RGB mean where the blend mask is > 0.5
+EXPECTED_INSIDE_STD = 0.240105
+EXPECTED_WS_MEAN, EXPECTED_WS_ABS = 0.202963, 0.408765
 EXPECTED_BLEND_SUM = 4991.5557  # the blend mask's mass at the photo's size
 
 

@@ -89,6 +89,17 @@ def test_undo_redo_reset_and_new_rounds_drop_the_redo_line(session):
         session.undo()
 
 
+def test_a_round_after_reset_starts_like_a_first_round(session, pipe):
+    first = session.apply("red t-shirt")
+    session.apply("add white stripes")
+    session.reset()
+    again = session.apply("red t-shirt")
+    assert not again.warm_start and pipe.settings().start == "collage"  # the demo starts at the collage
+    assert torch.equal(again.result.ws_init, first.result.ws_init) and torch.equal(again.ws, first.ws)
+    with torch.no_grad():
+        assert not torch.equal(first.result.ws_init, pipe.encoder(session.x).cpu())  # not the photo's inversion
+
+
 def test_unreadable_instructions_are_refused_with_their_words(session):
     with pytest.raises(InstructionNotUnderstood, match="blorp"):
         session.apply("blorp zzyzx")

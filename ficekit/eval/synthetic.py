@@ -103,10 +103,10 @@ TYPE_CHANGES_UNJUDGED: frozenset[tuple[str, str]] = frozenset(
     (a, b) for a in UPPER_KINDS for b in UPPER_KINDS if a != b and same_drawn_kind(a, b)
 )
 SLEEVE_WORDS: dict[str, str] = {"sleeveless": "sleeveless", "short": "short-sleeved", "long": "long-sleeved"}
-# Configurations compared: FICE's recipe (its masks, stitch and plain CLIP term), auto-masking with each
+# Configurations compared: FICE's recipe (its masks, stitch, plain CLIP term and start), auto-masking with each
 # stitcher, the latent regularisers, and the CLIP term without random views; unnamed settings are the bundle's.
 CONFIGS: dict[str, dict[str, Any]] = {
-    "fice": {"mask": "fice", "stitch": "fice", "regularizer": "w_delta", "clip_augment": 0},
+    "fice": {"mask": "fice", "stitch": "fice", "regularizer": "w_delta", "clip_augment": 0, "start": "inversion"},
     "auto+fice-stitch": {"mask": "auto", "stitch": "fice", "regularizer": "w_delta"},
     "auto+hard": {"mask": "auto", "stitch": "hard", "regularizer": "w_delta"},
     "auto+feather": {"mask": "auto", "stitch": "feather", "regularizer": "w_delta"},
@@ -118,6 +118,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # The inversion the edit starts from (ficekit.inversion; skipped with a note when that is not importable).
     "auto+feather+optimize": {"mask": "auto", "stitch": "feather", "regularizer": "w_delta", "inversion": "optimize"},
     "auto+feather+pti": {"mask": "auto", "stitch": "feather", "regularizer": "w_delta", "inversion": "pti"},
+    # Where the optimisation starts: FICE's inversion of the photo instead of the bundle's start (ficekit.collage).
+    "auto+feather+inversion-start": {"mask": "auto", "stitch": "feather", "regularizer": "w_delta",
+                                     "start": "inversion"},
 }
 METRICS = (
     "colour_success", "pattern_success", "sleeve_success", "type_success", "psnr_outside_mask_db", "head_psnr_db",
