@@ -387,8 +387,12 @@ class FicePipeline:
                     start = self.start_latent(x, masks, text, ws_init, targets.collage)
                     targets = dataclasses.replace(targets, ws_init=start)
             else:
+                previous = targets
                 targets = objective.retarget(targets, [text], ws_init, masks.keep, bare_mask=masks.bare,
                                              skin_rgb=masks.skin_rgb)  # fmt: skip
+                if settings.start == "collage" and previous.collage is not None and targets.collage is not None:
+                    start = self.followup_start(x, previous, targets, ws_init)
+                    targets = dataclasses.replace(targets, ws_init=start)
             config = OptimizeConfig(
                 iterations=iterations or settings.iterations, lr=settings.lr, schedule=settings.schedule, seed=seed,
                 compile=settings.compile, perception_every=settings.perception_every,
@@ -410,6 +414,16 @@ class FicePipeline:
             collage = text_collage(self.clip, self._collage_gallery(), text, tuple(x.shape[-2:]))
         composite = collage_composite(x, masks.keep, collage.to(x.device, x.dtype), masks.bare, masks.skin_rgb)
         return ws_inversion + self.encoder(composite) - self.encoder(x)
+
+    @torch.no_grad()
+    def followup_start(self, x: torch.Tensor, previous: EditTargets, targets: EditTargets,
+                       ws_previous: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """W+ for a follow-up round with start='collage': the previous round's W+ moved by the encoder's step from
+        the previous round's composite (its collage pasted into the photo) to this round's, so a follow-up that
+        changes the pattern starts near the new one, as a first round does (needs the collage term's collages)."""
+        before = collage_composite(x, previous.keep_mask, previous.collage, previous.bare_mask, previous.skin_rgb)
+        after = collage_composite(x, targets.keep_mask, targets.collage, targets.bare_mask, targets.skin_rgb)
+        return ws_previous + self.encoder(after) - self.encoder(before)
 
     def _collage_gallery(self) -> Any:
         """The bundle's gallery, when it has the pictures a collage is made of; else a one-line ValueError."""

@@ -44,7 +44,8 @@ class Round:
     state: the garment state after it; text: the composed description CLIP was steered to (str(state));
     result: the EditResult of this round (one photo; images[0] is the result [3,H,W] at the photo's size);
     ws: [1, num_ws, w_dim] the round's W+; timings: seconds per stage; warm_start: started from the
-    previous round's W+; masks_rebuilt: the masks were rebuilt for this round.
+    previous round's W+; masks_rebuilt: the masks were rebuilt for this round; targets: the round's objective
+    targets (the original photo's, with this round's text and collage), which a follow-up of it starts from.
     """
 
     instruction: str
@@ -56,6 +57,7 @@ class Round:
     timings: dict[str, float] = field(default_factory=dict)
     warm_start: bool = False
     masks_rebuilt: bool = True
+    targets: Any = field(default=None, repr=False)
 
     @property
     def seconds(self) -> float:
@@ -97,7 +99,6 @@ class EditSession:
         self._rounds: list[Round] = []
         self._position = 0  # rounds in the current line (history = rounds[:position])
         self._pivot: Inversion | None = None
-        self._targets: Any = None
         self._masks: tuple[tuple, EditMasks] | None = None
 
     # ------------------------------------------------------------------ state
@@ -212,10 +213,10 @@ class EditSession:
         steps = iterations or (settings.rounds_iterations if warm else settings.iterations)
 
         t = time.perf_counter()
-        outcome, self._targets = pipe.optimize(
+        outcome, targets = pipe.optimize(
             self.x, masks, composed, ws_init, settings, generator=generator, iterations=steps, seed=settings.seed,
             callbacks=callbacks, progress=progress,
-            targets=self._targets if warm else None,  # a follow-up keeps the original photo's, from round 1
+            targets=previous.targets if warm else None,  # a follow-up keeps the original photo's, from round 1
         )
         timings["optimize"] = time.perf_counter() - t
         timings["seconds_per_iteration"] = outcome.seconds_per_iteration
@@ -232,11 +233,11 @@ class EditSession:
             ws=outcome.ws.detach().cpu(), history=outcome.history, timings=timings, instruction=instruction,
             settings=dataclasses.replace(settings, iterations=steps), blend_full=blends, instructions=[instruction],
             names=[self.name], domain_scores=list(self.domain_scores), inversion=self._pivot.record(),
-            ws_init=self._targets.ws_init.detach().cpu(),
+            ws_init=targets.ws_init.detach().cpu(),
         )
         round_ = Round(
             instruction=text, change=change, state=state, text=composed, result=result, ws=result.ws,
-            timings=timings, warm_start=warm, masks_rebuilt=rebuilt,
+            timings=timings, warm_start=warm, masks_rebuilt=rebuilt, targets=targets,
         )
         del self._rounds[self._position :]  # a new round drops the undone ones
         self._rounds.append(round_)

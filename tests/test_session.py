@@ -33,7 +33,8 @@ def test_follow_ups_change_the_state_and_the_clip_target(session):
                                                                                          "add white stripes"]
 
 
-def test_follow_up_warm_starts_from_the_previous_round_and_runs_fewer_steps(session, pipe, monkeypatch):
+def test_follow_up_warm_starts_from_the_previous_round_and_runs_fewer_steps(pipe, monkeypatch):
+    session = pipe.session(pipe.bundle.example_images[0], iterations=3, followup_iterations=2, start="inversion")
     inversions = []
     real_invert = pipe.invert
     monkeypatch.setattr(pipe, "invert", lambda *a, **k: inversions.append(1) or real_invert(*a, **k))
@@ -45,6 +46,27 @@ def test_follow_up_warm_starts_from_the_previous_round_and_runs_fewer_steps(sess
     assert second.warm_start and not first.warm_start
     assert len(first.result.history["total"]) == 3 + 1 and len(second.result.history["total"]) == 2 + 1
     assert len(inversions) == 1  # inverted once per session, never the stitched composite
+
+
+def test_with_the_collage_start_a_follow_up_moves_by_the_encoders_step_between_composites(session, pipe):
+    from ficekit.collage import collage_composite
+
+    def composite(targets):
+        return collage_composite(session.x, targets.keep_mask, targets.collage, targets.bare_mask, targets.skin_rgb)
+
+    first = session.apply("red t-shirt")
+    second = session.apply("add white polka dots")
+    with torch.no_grad():
+        expected = first.ws.to(session.x.device) + pipe.encoder(composite(second.targets)) \
+            - pipe.encoder(composite(first.targets))
+    assert second.warm_start and torch.allclose(second.result.ws_init, expected.cpu(), atol=1e-5)
+    assert (second.result.ws_init - first.ws).abs().max() > 0.05  # not simply the previous round's W+
+    session.undo()
+    third = session.apply("checks instead")  # from the round now current (the first), not the undone one
+    with torch.no_grad():
+        expected = first.ws.to(session.x.device) + pipe.encoder(composite(third.targets)) \
+            - pipe.encoder(composite(first.targets))
+    assert torch.allclose(third.result.ws_init, expected.cpu(), atol=1e-5)
 
 
 def test_preservation_targets_stay_the_original_photo(session, pipe, monkeypatch):
