@@ -384,15 +384,13 @@ class FicePipeline:
                 targets = objective.prepare(x, masks.keep, [text], ws_init, bare_mask=masks.bare,
                                             skin_rgb=masks.skin_rgb)  # fmt: skip
                 if settings.start == "collage":
-                    start = self.start_latent(x, masks, text, ws_init, targets.collage)
-                    targets = dataclasses.replace(targets, ws_init=start)
+                    targets = dataclasses.replace(targets, ws_init=self.start_latent(x, targets, text))
             else:
                 previous = targets
                 targets = objective.retarget(targets, [text], ws_init, masks.keep, bare_mask=masks.bare,
                                              skin_rgb=masks.skin_rgb)  # fmt: skip
                 if settings.start == "collage" and previous.collage is not None and targets.collage is not None:
-                    start = self.followup_start(x, previous, targets, ws_init)
-                    targets = dataclasses.replace(targets, ws_init=start)
+                    targets = dataclasses.replace(targets, ws_init=self.followup_start(x, previous, targets))
             config = OptimizeConfig(
                 iterations=iterations or settings.iterations, lr=settings.lr, schedule=settings.schedule, seed=seed,
                 compile=settings.compile, perception_every=settings.perception_every,
@@ -404,26 +402,28 @@ class FicePipeline:
         return outcome, targets
 
     @torch.no_grad()
-    def start_latent(self, x: torch.Tensor, masks: EditMasks, text: str, ws_inversion: torch.Tensor,
-                     collage: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-        """W+ for start='collage': the inversion moved by the encoder's step from the photo to the photo with the
-        text's exemplar collage pasted into its edit region (skin where arms go bare), so the optimisation starts
-        near a garment of the right colour and pattern instead of the old one (for e4e, the encoder's latent of
-        that composite). `collage` [1,3,H,W] defaults to the text's (ficekit.collage.text_collage)."""
-        if collage is None:
-            collage = text_collage(self.clip, self._collage_gallery(), text, tuple(x.shape[-2:]))
-        composite = collage_composite(x, masks.keep, collage.to(x.device, x.dtype), masks.bare, masks.skin_rgb)
-        return ws_inversion + self.encoder(composite) - self.encoder(x)
+    def start_latent(self, x: torch.Tensor, targets: EditTargets, text: str) -> torch.Tensor:
+        """W+ for start='collage': the inversion (targets.ws_init) moved by the encoder's step from the photo to
+        the photo with the text's exemplar collage pasted into its edit region (skin where arms go bare), so the
+        optimisation starts near a garment of the right colour and pattern instead of the old one (for e4e, the
+        encoder's latent of that composite)."""
+        return targets.ws_init + self.encoder(self._composite(x, targets, text)) - self.encoder(x)
 
     @torch.no_grad()
-    def followup_start(self, x: torch.Tensor, previous: EditTargets, targets: EditTargets,
-                       ws_previous: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        """W+ for a follow-up round with start='collage': the previous round's W+ moved by the encoder's step from
-        the previous round's composite (its collage pasted into the photo) to this round's, so a follow-up that
-        changes the pattern starts near the new one, as a first round does (needs the collage term's collages)."""
-        before = collage_composite(x, previous.keep_mask, previous.collage, previous.bare_mask, previous.skin_rgb)
-        after = collage_composite(x, targets.keep_mask, targets.collage, targets.bare_mask, targets.skin_rgb)
-        return ws_previous + self.encoder(after) - self.encoder(before)
+    def followup_start(self, x: torch.Tensor, previous: EditTargets, targets: EditTargets) -> torch.Tensor:
+        """W+ for a follow-up round with start='collage': the previous round's W+ (targets.ws_init) moved by the
+        encoder's step from the previous round's composite to this round's, so a follow-up that changes the
+        pattern starts near the new one, as a first round does (needs the collage term's collages)."""
+        before, after = self._composite(x, previous), self._composite(x, targets)
+        return targets.ws_init + self.encoder(after) - self.encoder(before)
+
+    def _composite(self, x: torch.Tensor, targets: EditTargets, text: str | None = None) -> torch.Tensor:
+        """x with the targets' collage (or, when the collage term is off, the text's) pasted into its edit region."""
+        collage = targets.collage
+        if collage is None:
+            collage = text_collage(self.clip, self._collage_gallery(), text, tuple(x.shape[-2:]))
+        return collage_composite(x, targets.keep_mask, collage.to(x.device, x.dtype), targets.bare_mask,
+                                 targets.skin_rgb)  # fmt: skip
 
     def _collage_gallery(self) -> Any:
         """The bundle's gallery, when it has the pictures a collage is made of; else a one-line ValueError."""
