@@ -12,10 +12,10 @@ import torch
 
 from ficekit import FicePipeline
 
-EXPECTED_TOTAL_LOSS = [5.264315, 3.984698, 3.902515, 3.809942]  # per step (iterations + 1 steps)
-EXPECTED_INSIDE_MEAN = [0.726584, 0.238102, 0.265571]  # result RGB mean where the blend mask is > 0.5
-EXPECTED_INSIDE_STD = 0.240105
-EXPECTED_WS_MEAN, EXPECTED_WS_ABS = 0.202963, 0.408765
+EXPECTED_TOTAL_LOSS = [2.697905, 2.650324, 2.302989, 2.392613]  # per step (iterations + 1 steps)
+EXPECTED_INSIDE_MEAN = [0.750295, 0.429822, 0.367165]  # result RGB mean where the blend mask is > 0.5
+EXPECTED_INSIDE_STD = 0.181775
+EXPECTED_WS_MEAN, EXPECTED_WS_ABS = 0.200834, 0.408309
 EXPECTED_BLEND_SUM = 4991.5557  # the blend mask's mass at the photo's size
 
 
