@@ -150,7 +150,8 @@ def test_demo_bundle_ships_a_gallery_for_its_clip():
     clip = bundle.load("clip")
     assert len(gallery) >= 1000
     assert gallery.clip_features.shape[1] == clip.encode_text(["red t-shirt"]).shape[1]
-    assert bundle.defaults.weights.get("texture", 0) > 0
+    assert bundle.defaults.weights.get("collage", 0) > 0  # its pictures make the collage term and start
+    assert bundle.defaults.weights.get("texture", 0) == 0  # off by default: with the collage it smears (README)
 
 
 def test_build_gallery_adds_a_verified_gallery_to_a_bundle_folder(tmp_path):
