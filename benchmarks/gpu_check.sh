@@ -5,14 +5,16 @@
 #   2. install: open_clip_torch and ftfy from the wheel files beside this script (pip --no-index
 #      --find-links), then ficekit itself with --no-deps (nothing is downloaded)
 #   3. the CUDA-op tests against the reference path (tests/test_ops_cuda.py, CUDA vs CPU loop)
-#   4. the FICE-size edit loop (random weights): eager fp32 against compiled, CUDA graphs and bf16
+#   4. the demo edit: the command line end to end (cheap, and what a user runs first)
+#   5. the FICE-size edit loop (random weights): eager fp32 against compiled, CUDA graphs and bf16
 #      autocast (each judged against eager fp32: pixels, latents, loss over the first 10 steps)
-#   5. the demo edit: the command line end to end, and the demo loop eager against compiled
+#   6. the demo loop, eager against compiled
 #
 # Each step has its own time limit, cut to what is left of a 7 min 40 s budget, so the run finishes in
 # under 8 minutes. A step that fails is recorded (exit status, seconds, last log lines) and the
 # next one still runs. `--dry-run` runs the same steps on the CPU with tiny sizes and installs nothing;
 # on a busy CPU stretch it with GPU_CHECK_BUDGET=<seconds> and GPU_CHECK_LIMIT_SCALE=<factor>.
+# `--artifacts DIR` also keeps the demo edit's picture and report and every step's whole log (logs.tar.gz) there.
 #
 #   bash benchmarks/gpu_check.sh                       # on the GPU machine
 #   bash benchmarks/gpu_check.sh --dry-run --out /tmp/gpu_check.json
@@ -25,12 +27,13 @@ DRY=0
 INSTALL=1
 WHEELS="$HERE"
 OUT="$ROOT/benchmarks/results/gpu_check.json"
+ARTIFACTS=""
 BUDGET="${GPU_CHECK_BUDGET:-460}"  # seconds every step together may take (the JSON is written after them)
 LIMIT_SCALE="${GPU_CHECK_LIMIT_SCALE:-1}"  # multiplies every step's limit (a busy machine's dry run)
 
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
-    echo "options: --dry-run  --no-install  --wheels DIR (default: this folder)  --out PATH"
+    echo "options: --dry-run  --no-install  --wheels DIR (default: this folder)  --out PATH  --artifacts DIR"
 }
 
 while [ $# -gt 0 ]; do
@@ -39,6 +42,7 @@ while [ $# -gt 0 ]; do
         --no-install) INSTALL=0 ;;
         --wheels) WHEELS="$2"; shift ;;
         --out) OUT="$2"; shift ;;
+        --artifacts) ARTIFACTS="$2"; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "gpu_check: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -57,12 +61,12 @@ if [ "$DRY" = 1 ]; then
     export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
     PRESET=tiny
     LOOP_ARGS=(--device cpu --threads 1 --iterations 3 --repeats 1)
-    DEMO_ITERATIONS=3
+    DEMO_ITERATIONS=(--iterations 3)
 else
     DEVICE=cuda
     PRESET=fice
     LOOP_ARGS=(--device cuda --threads 0 --iterations 30 --repeats 2)
-    DEMO_ITERATIONS=200
+    DEMO_ITERATIONS=()  # the bundle's default, as a user gets it
 fi
 
 # run_step NAME LIMIT_SECONDS COMMAND...: run with a time limit (cut to the budget left), log to
@@ -137,7 +141,11 @@ fi
 run_step cuda_op_tests 150 "$PY" -m pytest -q -p no:cacheprovider --junitxml="$WORK/cuda_op_tests.xml" \
     tests/test_ops_cuda.py "tests/test_optimize.py::test_cuda_matches_cpu"
 
-# 4. FICE-size loop (random weights, written once): eager fp32 against each fast variant, one step each,
+# 4. The demo edit, the command line end to end (cheap, and what a user runs first).
+run_step demo_edit 90 "$PY" -m ficekit.edit --bundle demo --image checkpoints/demo/examples/person0.png \
+    --text "striped cotton shirt" --device "$DEVICE" "${DEMO_ITERATIONS[@]}" --out "$WORK/demo_out" --quiet
+
+# 5. FICE-size loop (random weights, written once): eager fp32 against each fast variant, one step each,
 #    most informative first, so a spent budget drops the least.
 run_step fice_bundle 120 "$PY" -c \
     "import sys; from ficekit.random_bundle import write_random_bundle as w; w(sys.argv[1], sys.argv[2])" \
@@ -150,9 +158,7 @@ for variant in compiled bf16 cudagraphs; do
         --variants "$variant" --json "$WORK/fice_$variant.json"
 done
 
-# 5. The demo: the command line end to end, then its loop eager against compiled.
-run_step demo_edit 90 "$PY" -m ficekit.edit --bundle demo --image checkpoints/demo/examples/person0.png \
-    --text "striped cotton shirt" --device "$DEVICE" --iterations "$DEMO_ITERATIONS" --out "$WORK/demo_out" --quiet
+# 6. The demo's loop, eager against compiled.
 run_step demo_loop 150 "$PY" benchmarks/edit.py --compare --bundle demo "${LOOP_ARGS[@]}" --variants compiled \
     --json "$WORK/demo_loop.json"
 
@@ -200,3 +206,10 @@ report = {
 out.write_text(json.dumps(report, indent=2))
 print(f"wrote {out} ({seconds} s)")
 PY
+
+if [ -n "$ARTIFACTS" ]; then
+    mkdir -p "$ARTIFACTS"
+    cp "$WORK"/demo_out/*_result.png "$WORK"/demo_out/*_grid.png "$WORK"/demo_out/report.json "$ARTIFACTS"/ 2>/dev/null || echo "gpu_check: no demo output to keep"
+    tar -czf "$ARTIFACTS/logs.tar.gz" -C "$WORK" --exclude=fice_bundle --exclude=demo_out .
+    echo "kept the demo output and logs in $ARTIFACTS"
+fi

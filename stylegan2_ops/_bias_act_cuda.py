@@ -14,9 +14,8 @@ from typing import Any
 
 import torch
 
+from ._dispatch import KERNEL_DTYPES  # one definition, shared with the dispatch
 from .bias_act import activation_funcs
-
-KERNEL_DTYPES = (torch.float16, torch.float32, torch.float64)
 
 
 def _ext() -> ModuleType:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-KERNEL_DTYPES = (torch.float16, torch.float32, torch.float64)
+from ._dispatch import KERNEL_DTYPES  # one definition, shared with the dispatch
 
 
 def _ext() -> ModuleType:

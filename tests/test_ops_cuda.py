@@ -604,3 +604,56 @@ class _dispatch_ref:
 
     def __exit__(self, *exc: object) -> None:
         _dispatch.use_cuda = self.saved
+
+
+# ------------------------------------------------------------------------------------------------
+# What impl='auto' picks: dtypes the kernels lack and compiled graphs take the reference path.
+
+
+class _FakeCudaTensor:
+    """Just what `_dispatch.use_cuda` reads of a tensor: a CUDA tensor of the given dtype."""
+
+    is_cuda = True
+    device = torch.device("cuda")
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+
+
+@pytest.fixture
+def working_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend the CUDA kernels built, so 'auto' would pick them for CUDA tensors they can take."""
+    monkeypatch.setattr(_build, "get_extension", lambda strict: object())
+
+
+def test_auto_takes_kernels_for_float_cuda_tensors(working_build: None) -> None:
+    for dtype in (torch.float16, torch.float32, torch.float64):
+        assert _dispatch.use_cuda(_FakeCudaTensor(dtype), "auto", "bias_act")
+    assert not _dispatch.use_cuda(_FakeCudaTensor(torch.float32), "ref", "bias_act")
+
+
+def test_auto_takes_reference_for_bfloat16(working_build: None) -> None:
+    """bf16 autocast (OptimizeConfig precision='bf16') on a GPU: the kernels take float16/32/64 only, so 'auto'
+    must not send bfloat16 to them (it raised inside the generator on an H200 before)."""
+    assert not _dispatch.use_cuda(_FakeCudaTensor(torch.bfloat16), "auto", "upfirdn2d")
+    assert not _dispatch.use_cuda(_FakeCudaTensor(torch.bfloat16), "auto", "bias_act")
+
+
+def test_auto_takes_reference_while_compiling(working_build: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torch.compile the opaque kernels would break the graph at every layer; 'auto' traces the reference."""
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert not _dispatch.use_cuda(_FakeCudaTensor(torch.float32), "auto", "bias_act")
+
+
+@pytest.mark.gpu
+def test_bfloat16_auto_matches_reference_on_gpu() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device (none available)")
+    x = torch.randn([2, 8, 16, 16], device="cuda").bfloat16()
+    b = torch.randn([8], device="cuda").bfloat16()
+    f = stylegan2_ops.setup_filter([1, 3, 3, 1], device=torch.device("cuda"))
+    y = stylegan2_ops.bias_act(x, b, act="lrelu", impl="auto")
+    torch.testing.assert_close(y, stylegan2_ops.bias_act(x, b, act="lrelu", impl="ref"), rtol=0, atol=0)
+    y = stylegan2_ops.upfirdn2d(x, f.bfloat16(), up=2, padding=[2, 1, 2, 1], impl="auto")
+    expected = stylegan2_ops.upfirdn2d(x, f.bfloat16(), up=2, padding=[2, 1, 2, 1], impl="ref")
+    torch.testing.assert_close(y, expected, rtol=0, atol=0)

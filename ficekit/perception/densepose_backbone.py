@@ -209,4 +209,4 @@ class FPN(nn.Module):
             out[f"p{level}"] = getattr(self, f"fpn_output{level}")(lateral)
         top = self.levels[-1]
         out[f"p{top + 1}"] = F.max_pool2d(out[f"p{top}"], kernel_size=1, stride=2, padding=0)
-        return dict(sorted(out.items()))
+        return {name: out[name] for name in sorted(out)}  # sorted by name alone: torch.compile traces it
