@@ -12,12 +12,15 @@ each, speedup (eager loop seconds / fast loop seconds: the it/s ratio when both 
 stops early, with steps_run < steps, gains per edit), max_abs_diff of the two results' G(w) pixels,
 loss_rel_diff_first10 (largest relative difference of the total loss over the first 10 steps), compile_seconds
 (the one-off cost of the first compiled call) and peak memory. Each path runs `--repeats` times; the fastest run
-counts (the machine may be shared).
+counts (the machine may be shared). `--profile N` also traces N steps of each path with torch.profiler (CPU) and
+splits a step's time into convolution kernels, matmul/attention kernels, the compiled graph's own code and the
+rest: what compiling can remove and what it cannot.
 
     python benchmarks/edit.py --preset fice --iterations 20 --device cuda
     python benchmarks/edit.py --bundle demo
     python benchmarks/edit.py --bundle demo --compare --json /tmp/compare.json
     python benchmarks/edit.py --preset fice --compare --iterations 5 --json /tmp/compare_fice.json
+    python benchmarks/edit.py --bundle demo --compare --profile 20 --json /tmp/compare_profile.json
 """
 
 from __future__ import annotations
@@ -84,6 +87,42 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+# Kinds of a profiled step's time (--profile), matched on torch.profiler event names in this order; the rest is 'other'.
+PROFILE_KINDS: dict[str, tuple[str, ...]] = {
+    "convolution": ("aten::conv", "aten::_conv", "aten::mkldnn_conv", "aten::_slow_conv", "aten::slow_conv",
+                    "aten::cudnn_conv", "aten::thnn_conv"),
+    "matmul and attention": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear",
+                             "aten::_scaled_dot_product", "aten::scaled_dot_product"),
+    "compiled graph code": ("## Call CompiledFxGraph",),  # inductor's fused kernels and their wrapper
+}  # fmt: skip
+
+
+def profile_kind(event_name: str) -> str:
+    """The PROFILE_KINDS kind of a profiler event name ('other' when none matches)."""
+    for kind, prefixes in PROFILE_KINDS.items():
+        if event_name.startswith(prefixes):
+            return kind
+    return "other"
+
+
+def profile_loop(run: Any, config: OptimizeConfig, steps: int) -> dict[str, float]:
+    """Milliseconds per step of `steps` iterations of the W+ loop under `config`, by PROFILE_KINDS kind (each
+    event's self CPU time, so nothing counts twice) and in total (wall clock of the traced loop)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as trace:
+        start = time.perf_counter()
+        result = run(dataclasses.replace(config, iterations=steps))
+        wall = time.perf_counter() - start
+    n = len(result.history["total"])
+    by_kind = dict.fromkeys([*PROFILE_KINDS, "other"], 0.0)
+    for event in trace.key_averages():
+        by_kind[profile_kind(event.key)] += event.self_cpu_time_total / 1e3 / n  # microseconds -> ms per step
+    traced = sum(by_kind.values())
+    return {"ms_per_step": wall * 1e3 / n, "ms_per_step_traced": traced, "steps": n,
+            **{f"ms_{kind.replace(' ', '_')}": ms for kind, ms in by_kind.items()}}  # fmt: skip
+
+
 # Iterations of the call that compiles a variant: step 1 of 0..2 is a light step under perception_every > 1.
 WARM_ITERATIONS = 2
 
@@ -101,9 +140,15 @@ def _agreement(eager: OptimizeResult, fast: OptimizeResult) -> dict[str, float]:
 
 
 def compare(
-    pipe: FicePipeline, photos: list[torch.Tensor], iterations: int, repeats: int, variants: list[str]
+    pipe: FicePipeline,
+    photos: list[torch.Tensor],
+    iterations: int,
+    repeats: int,
+    variants: list[str],
+    profile_steps: int = 0,
 ) -> dict[str, Any]:
-    """Eager fp32 against each fast variant on the same targets: speed, agreement, compile cost, memory.
+    """Eager fp32 against each fast variant on the same targets: speed, agreement, compile cost, memory (and,
+    with profile_steps > 0, each path's step time by kind of work: 'profile').
     The top-level numbers are those of the first variant; every variant's are under 'variants'."""
     generator, objective, targets = edit_targets(pipe, photos, TEXT)
     defaults = pipe.settings()
@@ -155,6 +200,9 @@ def compare(
             **({"cuda_peak_mib": peaks[name]} if cuda else {}),
         }
     head = per_variant[variants[0]]
+    profiles = (
+        {name: profile_loop(run, config, profile_steps) for name, config in configs.items()} if profile_steps else {}
+    )
     return {
         "iterations_timed": iterations,
         "steps_timed": steps,
@@ -173,6 +221,7 @@ def compare(
         "peak_rss_mib": {"eager": rss["eager"], "fast": head["peak_rss_mib_after"]},
         **({"cuda_peak_mib": peaks} if cuda else {}),
         "variants": per_variant,
+        **({"profile": profiles} if profiles else {}),
     }
 
 
@@ -191,12 +240,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--variants", default="compiled", help=f"--compare: comma-separated fast paths, of {', '.join(VARIANTS)}"
     )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="--compare: also trace N steps of each path (CPU time by kind)",
+    )
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/edit.json"), help="where to write")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         parser.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
+    if args.profile < 0 or (args.profile and not args.compare):
+        parser.error("--profile: expected a number of steps >= 1, with --compare")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -219,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
         if args.compare:
             report = {"benchmark": "W+ loop, eager fp32 vs fast variants", **header}
-            report.update(compare(pipe, photos, iterations, args.repeats, variants))
+            report.update(compare(pipe, photos, iterations, args.repeats, variants, args.profile))
             ips = report["iterations_per_second"]
             print(f"bundle {report['bundle']} on {device}, {iterations} iterations, best of {args.repeats}")
             print(f"iterations/s eager {ips['eager']:.2f}  fast {ips['fast']:.2f}  speedup {report['speedup']:.2f}")
@@ -229,11 +287,22 @@ def main(argv: list[str] | None = None) -> dict:
                     f"max_abs_diff {v['max_abs_diff']:.3g}  loss_rel_diff_first10 {v['loss_rel_diff_first10']:.3g}  "
                     f"compile_seconds {v['compile_seconds']:.1f}  compiled {v['compiled']}"
                 )
+            if "profile" in report:
+                print_profile(report["profile"])
         else:
             report = timed_edit(pipe, bundle, photos, iterations, header)
     atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     print(f"wrote {args.json}")
     return report
+
+
+def print_profile(profiles: dict[str, dict[str, float]]) -> None:
+    """The --profile table: ms per step of each path, by kind of work."""
+    kinds = [*PROFILE_KINDS, "other"]
+    print(f"{'ms per step (profiled)':<24}{'wall':>8}" + "".join(f"{kind:>22}" for kind in kinds))
+    for name, p in profiles.items():
+        cells = "".join(f"{p['ms_' + kind.replace(' ', '_')]:>22.1f}" for kind in kinds)
+        print(f"{name:<24}{p['ms_per_step']:>8.1f}{cells}")
 
 
 def timed_edit(pipe: FicePipeline, bundle: Any, photos: list[torch.Tensor], iterations: int, header: dict) -> dict:

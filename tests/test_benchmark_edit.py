@@ -59,3 +59,37 @@ def test_compare_counts_the_steps_an_early_stop_ran(bench, tmp_path: Path, monke
     variant = report["variants"]["stop-at-once"]
     assert variant["steps_run"] == 2 < report["steps_timed"] == 7  # a plateau right after the first window pair
     assert report["iterations_per_second_all_runs"]["stop-at-once"][0] == pytest.approx(variant["iterations_per_second"])
+
+
+def test_profile_kinds_match_event_names(bench) -> None:
+    assert bench.profile_kind("aten::convolution_backward") == "convolution"
+    assert bench.profile_kind("aten::_slow_conv2d_forward") == "convolution"
+    assert bench.profile_kind("aten::mkldnn_convolution") == "convolution"
+    assert bench.profile_kind("aten::addmm") == "matmul and attention"
+    assert bench.profile_kind("aten::_scaled_dot_product_flash_attention_for_cpu") == "matmul and attention"
+    assert bench.profile_kind("## Call CompiledFxGraph fwvkoozw ##") == "compiled graph code"
+    assert bench.profile_kind("aten::add") == "other"
+    assert bench.profile_kind("aten::copy_") == "other"  # 'c', not a convolution
+
+
+def test_compare_profile_splits_each_path_step(bench, tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    argv = ["--preset", "tiny", "--iterations", "2", "--device", "cpu", "--compare", "--repeats", "1",
+            "--variants", "perception4", "--profile", "3", "--json", str(tmp_path / "p.json")]  # fmt: skip
+    try:
+        report = bench.main(argv)
+    finally:
+        torch.set_num_threads(threads)
+    assert set(report["profile"]) == {"eager", "perception4"}
+    for p in report["profile"].values():
+        kinds = [p[f"ms_{kind.replace(' ', '_')}"] for kind in [*bench.PROFILE_KINDS, "other"]]
+        assert p["steps"] == 4 and min(kinds) >= 0  # 3 iterations: 4 steps (the last one scores)
+        assert sum(kinds) == pytest.approx(p["ms_per_step_traced"])
+        assert p["ms_convolution"] > 0  # the tiny generator and DensePose convolve on every eager step
+        assert p["ms_compiled_graph_code"] == 0  # neither path is compiled
+        assert 0 < p["ms_per_step_traced"] <= 1.5 * p["ms_per_step"]  # self times add up to at most the wall time
+
+
+def test_profile_needs_compare(bench) -> None:
+    with pytest.raises(SystemExit):
+        bench.main(["--preset", "tiny", "--profile", "3"])
