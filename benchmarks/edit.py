@@ -89,7 +89,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 # Kinds of a profiled step's time (--profile), matched on torch.profiler event names in this order; the rest is 'other'.
 PROFILE_KINDS: dict[str, tuple[str, ...]] = {
-    "convolution": ("aten::conv", "aten::_conv", "aten::mkldnn_conv", "aten::_slow_conv", "aten::slow_conv",
+    "convolution": ("aten::conv", "aten::_convolution", "aten::mkldnn_conv", "aten::_slow_conv", "aten::slow_conv",
                     "aten::cudnn_conv", "aten::thnn_conv"),
     "matmul and attention": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear",
                              "aten::_scaled_dot_product", "aten::scaled_dot_product"),

@@ -70,6 +70,8 @@ def test_profile_kinds_match_event_names(bench) -> None:
     assert bench.profile_kind("## Call CompiledFxGraph fwvkoozw ##") == "compiled graph code"
     assert bench.profile_kind("aten::add") == "other"
     assert bench.profile_kind("aten::copy_") == "other"  # 'c', not a convolution
+    assert bench.profile_kind("aten::_convolution") == "convolution"
+    assert bench.profile_kind("aten::_convert_indices_from_coo_to_csr") == "other"
 
 
 def test_compare_profile_splits_each_path_step(bench, tmp_path: Path) -> None:
