@@ -84,11 +84,12 @@ def test_compare_profile_splits_each_path_step(bench, tmp_path: Path) -> None:
         torch.set_num_threads(threads)
     assert set(report["profile"]) == {"eager", "perception4"}
     for p in report["profile"].values():
-        kinds = [p[f"ms_{kind.replace(' ', '_')}"] for kind in [*bench.PROFILE_KINDS, "other"]]
-        assert p["steps"] == 4 and min(kinds) >= 0  # 3 iterations: 4 steps (the last one scores)
-        assert sum(kinds) == pytest.approx(p["ms_per_step_traced"])
-        assert p["ms_convolution"] > 0  # the tiny generator and DensePose convolve on every eager step
-        assert p["ms_compiled_graph_code"] == 0  # neither path is compiled
+        by_kind = p["ms_by_kind"]
+        assert list(by_kind) == [*bench.PROFILE_KINDS, "other"]
+        assert p["steps"] == 4 and min(by_kind.values()) >= 0  # 3 iterations: 4 steps (the last one scores)
+        assert sum(by_kind.values()) == pytest.approx(p["ms_per_step_traced"])
+        assert by_kind["convolution"] > 0  # the tiny generator and DensePose convolve on every eager step
+        assert by_kind["compiled graph code"] == 0  # neither path is compiled
         assert 0 < p["ms_per_step_traced"] <= 1.5 * p["ms_per_step"]  # self times add up to at most the wall time
 
 
