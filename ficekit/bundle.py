@@ -23,7 +23,8 @@ bundle.json (format_version 1)::
       },
       "defaults": {"iterations": 500, "lr": 0.05, "weights": {"clip": 1, ...}, "regularizer": "w_delta",
                    "mask": "fice", "stitch": "fice", "schedule": "constant", "clip_augment": 0, "clip_region": "image",
-                   "inversion": "e4e", "inversion_steps": null, "start": "inversion", "followup_iterations": null},
+                   "inversion": "e4e", "inversion_steps": null, "start": "inversion", "followup_iterations": null,
+                   "colour_match": "off"},
       "example_images": ["examples/person.png"],
       "provenance": {...free-form: where the weights come from...}
     }
@@ -146,6 +147,7 @@ class EditDefaults:
     inversion_steps: int | None = None  # Steps of an optimize/pti inversion; None = the method's default.
     start: str = "inversion"  # First round starts at the inversion (FICE) or 'collage' (ficekit.pipeline.start_latent).
     followup_iterations: int | None = None  # Steps of a session's follow-up round; None = iterations // 3.
+    colour_match: str = "off"  # 'collage' = result's garment colours matched to the collage's; 'off' = FICE.
     compile: str = "off"  # 'off' = eager reference loop; 'auto' = compiled step (minutes to compile on a CPU).
     perception_every: int = 1  # Perception terms every k-th step (OptimizeConfig.perception_every); 1 = FICE.
     early_stop: int = 0  # Loss-plateau window in steps (OptimizeConfig.early_stop); 0 = every step (FICE).

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--start", choices=["inversion", "collage"], help="where the optimisation starts: the photo's inversion "
         "(FICE) or collage, the encoder's latent of the photo with the text's gallery exemplars pasted into the "
         "garment (default: the bundle's)")
+    add("--colour-match", choices=["off", "collage"], help="collage: after the optimisation, map the garment's "
+        "colours onto those of the text's gallery exemplars, keeping the generator's drawing; off = FICE (default: "
+        "the bundle's)")
     add("--compile", choices=["off", "auto"], help="auto: compile the edit step once (minutes on a CPU), then about "
         "2x faster steps; worth it for sessions and batches (default: the bundle's, off)")
     add("--perception-every", type=int, metavar="K", help="evaluate the DensePose and segmenter terms every K-th "
@@ -108,7 +111,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         iterations=args.iterations, lr=args.lr, regularizer=args.regularizer, mask=args.mask, stitch=args.stitch,
         clip_augment=args.clip_augment, clip_region=args.clip_region, schedule=args.schedule, seed=args.seed, category=args.category,
         batch_size=args.batch_size, inversion=args.inversion, inversion_steps=args.inversion_steps, start=args.start,
-        followup_iterations=args.followup_iterations, compile=args.compile, perception_every=args.perception_every,
+        followup_iterations=args.followup_iterations, colour_match=args.colour_match, compile=args.compile, perception_every=args.perception_every,
         early_stop=args.early_stop, early_stop_tol=args.early_stop_tol,
         weights=parse_weights(args.weights) if args.weights is not None else None,
     )

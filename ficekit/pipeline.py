@@ -21,6 +21,7 @@ from torch import nn
 
 from .bundle import Bundle, load_bundle
 from .collage import collage_composite, text_collage
+from .colour_match import match_colours
 from .framing import Framing, fit_to_square
 from .generator import synthesize_01
 from .inputs import as_photos, check_output_type, convert_output
@@ -34,6 +35,7 @@ from .perception.segmenter import ParserSegmenterView
 from .settings import EditSettings, edit_settings, objective_weights, settings_dict
 from .skin import bare_arm_mask, skin_colour
 from .stitch import stitch
+from .texture import garment_region
 
 if TYPE_CHECKING:
     from .session import EditSession
@@ -425,12 +427,26 @@ class FicePipeline:
         return collage_composite(x, targets.keep_mask, collage.to(x.device, x.dtype), targets.bare_mask,
                                  targets.skin_rgb)  # fmt: skip
 
-    def _collage_gallery(self) -> Any:
+    def _collage_gallery(self, option: str = "start='collage'", way_out: str = "start='inversion'") -> Any:
         """The bundle's gallery, when it has the pictures a collage is made of; else a one-line ValueError."""
         if self.gallery is None or not self.gallery.has_pictures:
-            raise ValueError(f"start='collage': the bundle {self.bundle.name!r} has no gallery with pictures "
-                             "(python -m ficekit.synthetic.build_gallery); use start='inversion'")  # fmt: skip
+            raise ValueError(f"{option}: the bundle {self.bundle.name!r} has no gallery with pictures "
+                             f"(python -m ficekit.synthetic.build_gallery); use {way_out}")  # fmt: skip
         return self.gallery
+
+    @torch.no_grad()
+    def match_colours(self, generated: torch.Tensor, targets: EditTargets, text: str, settings: EditSettings
+                      ) -> torch.Tensor:  # fmt: skip
+        """G(w) with its garment region's colours matched to the text's exemplar collage (colour_match='collage',
+        ficekit.colour_match); G(w) itself when colour_match is 'off'."""
+        if settings.colour_match == "off":
+            return generated
+        collage = targets.collage
+        if collage is None:
+            gallery = self._collage_gallery("colour_match='collage'", "colour_match='off'")
+            collage = text_collage(self.clip, gallery, text, tuple(generated.shape[-2:]))
+        region = garment_region(targets).to(generated.device)
+        return match_colours(generated, collage.to(generated.device), region)
 
     def finish(
         self, photos: Sequence[torch.Tensor], framings: Sequence[Framing], generated: torch.Tensor, masks: EditMasks,
@@ -488,7 +504,8 @@ class FicePipeline:
             timings[f"optimize.{name}"] = seconds
 
         t = time.perf_counter()
-        results, blends = self.finish(photos, framings, outcome.generated, masks, settings)
+        painted = self.match_colours(outcome.generated, targets, instruction.text, settings)
+        results, blends = self.finish(photos, framings, painted, masks, settings)
         timings["stitch"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_start
         return EditResult(

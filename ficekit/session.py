@@ -222,7 +222,8 @@ class EditSession:
         timings["seconds_per_iteration"] = outcome.seconds_per_iteration
 
         t = time.perf_counter()
-        results, blends = pipe.finish([self.photo], [self.framing], outcome.generated, masks, settings)
+        painted = pipe.match_colours(outcome.generated, targets, composed, settings)
+        results, blends = pipe.finish([self.photo], [self.framing], painted, masks, settings)
         timings["stitch"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_start
 

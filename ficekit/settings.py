@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .colour_match import COLOUR_MATCHES
 from .fast_step import COMPILE_CHOICES
 from .inversion import INVERSION_METHODS
 from .objective import CLIP_REGIONS, MODEL_TERMS
@@ -53,6 +54,7 @@ class EditSettings:
     inversion_steps: int | None = None  # steps of 'optimize'/'pti'; None = the method's default
     start: str = "inversion"  # first round starts at the inversion (FICE) or at the encoded 'collage' edit
     followup_iterations: int | None = None  # steps of a session's follow-up round; None = iterations // 3
+    colour_match: str = "off"  # 'collage': the result's garment colours matched to the collage's; 'off' = FICE
     compile: str = "off"  # 'off' = the eager reference loop; 'auto' = the compiled step (ficekit.fast_step)
     perception_every: int = 1  # DensePose/segmenter terms every k-th step (faster, changes the maths); 1 = FICE
     early_stop: int = 0  # stop on a loss plateau over windows of this many steps (changes the result); 0 = off
@@ -84,6 +86,7 @@ class EditSettings:
         _check_choice("regularizer", self.regularizer, sorted(REGULARIZERS))
         _check_choice("inversion", self.inversion, INVERSION_METHODS)
         _check_choice("start", self.start, STARTS)
+        _check_choice("colour_match", self.colour_match, COLOUR_MATCHES)
         _check_choice("compile", self.compile, COMPILE_CHOICES)
         if self.category is not None:
             _check_choice("category", self.category, CATEGORIES)
@@ -124,8 +127,8 @@ def _check_choice(name: str, value: Any, choices: Any) -> None:
 
 BUNDLE_DEFAULT_FIELDS = (
     "iterations", "lr", "weights", "regularizer", "mask", "stitch", "schedule", "clip_augment", "clip_region",
-    "inversion", "inversion_steps", "start", "followup_iterations", "compile", "perception_every", "early_stop",
-    "early_stop_tol",
+    "inversion", "inversion_steps", "start", "followup_iterations", "colour_match", "compile", "perception_every",
+    "early_stop", "early_stop_tol",
 )
 
 

@@ -106,7 +106,8 @@ SLEEVE_WORDS: dict[str, str] = {"sleeveless": "sleeveless", "short": "short-slee
 # Configurations compared: FICE's recipe (its masks, stitch, plain CLIP term and start), auto-masking with each
 # stitcher, the latent regularisers, and the CLIP term without random views; unnamed settings are the bundle's.
 CONFIGS: dict[str, dict[str, Any]] = {
-    "fice": {"mask": "fice", "stitch": "fice", "regularizer": "w_delta", "clip_augment": 0, "start": "inversion"},
+    "fice": {"mask": "fice", "stitch": "fice", "regularizer": "w_delta", "clip_augment": 0, "start": "inversion",
+             "colour_match": "off"},
     "auto+fice-stitch": {"mask": "auto", "stitch": "fice", "regularizer": "w_delta"},
     "auto+hard": {"mask": "auto", "stitch": "hard", "regularizer": "w_delta"},
     "auto+feather": {"mask": "auto", "stitch": "feather", "regularizer": "w_delta"},
