@@ -2,10 +2,11 @@
 
 At the demo's 64 px the generator draws where a pattern's stripes, checks or dots go, but mixes their colours:
 a grey-and-red stripe comes out red, white and off-grey. The collage, built from the gallery garments CLIP ranks
-highest for the text, has the text's colours in their amounts. Matching each colour channel's histogram inside
-the garment region to the collage's, rank for rank, keeps the generator's drawing (a monotone map per channel
-keeps every edge and the order of light and dark) and gives it the collage's colours. A step after the
-optimisation, like stitching; FICE has none, so the `fice` bundle leaves it off.
+highest for the text, has the text's colours in their amounts. Inside the garment region, matching the
+garment's values along the collage's main colour axis to the collage's, rank for rank, and its spread across that
+axis to the collage's, keeps the generator's drawing (the map is monotone along the axis, so every edge stays and
+light stays lighter than dark) and gives it the collage's colours. A step after the optimisation, like
+stitching; FICE has none, so the `fice` bundle leaves it off.
 """
 
 from __future__ import annotations
