@@ -111,8 +111,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         iterations=args.iterations, lr=args.lr, regularizer=args.regularizer, mask=args.mask, stitch=args.stitch,
         clip_augment=args.clip_augment, clip_region=args.clip_region, schedule=args.schedule, seed=args.seed, category=args.category,
         batch_size=args.batch_size, inversion=args.inversion, inversion_steps=args.inversion_steps, start=args.start,
-        followup_iterations=args.followup_iterations, colour_match=args.colour_match, compile=args.compile, perception_every=args.perception_every,
-        early_stop=args.early_stop, early_stop_tol=args.early_stop_tol,
+        followup_iterations=args.followup_iterations, colour_match=args.colour_match, compile=args.compile,
+        perception_every=args.perception_every, early_stop=args.early_stop, early_stop_tol=args.early_stop_tol,
         weights=parse_weights(args.weights) if args.weights is not None else None,
     )
 

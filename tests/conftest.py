@@ -27,3 +27,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def demo_pipe():
+    """The shipped demo bundle's pipeline on the CPU, one thread, loaded once per test module."""
+    from ficekit import FicePipeline
+
+    torch.set_num_threads(1)
+    return FicePipeline.from_bundle("demo", device="cpu")

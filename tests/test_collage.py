@@ -188,14 +188,6 @@ def test_composite_keeps_the_photo_pastes_the_collage_and_paints_bare_arms_with_
         collage_composite(photo, keep, collage[:, :, :4])
 
 
-@pytest.fixture(scope="module")
-def demo_pipe():
-    from ficekit import FicePipeline
-
-    torch.set_num_threads(1)
-    return FicePipeline.from_bundle("demo", device="cpu")
-
-
 def test_collage_start_is_the_inversion_moved_by_the_encoders_step_to_the_composite(demo_pipe):
     from ficekit.inputs import as_photos
 

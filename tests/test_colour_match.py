@@ -66,14 +66,6 @@ def test_setting_is_checked_and_off_by_default():
         EditSettings(colour_match="exemplar").validate()
 
 
-@pytest.fixture(scope="module")
-def demo_pipe():
-    from ficekit import FicePipeline
-
-    torch.set_num_threads(1)
-    return FicePipeline.from_bundle("demo", device="cpu")
-
-
 def test_demo_edit_matches_colours_after_the_optimisation_and_off_is_g_of_w(demo_pipe):
     from PIL import Image
 
